@@ -1,0 +1,182 @@
+"""Checkpoints: atomic to write, safe to load, self-describing.
+
+A run directory holds immutable checkpoint directories (step-0000500/) and one small pointer
+file, checkpoints.json, naming the latest and the best. A checkpoint is written in full under a
+temporary name and renamed into place before the pointer (replaced atomically) names it, so a
+process killed at any moment leaves the previous pointer and the checkpoints it names intact.
+Weights and trainer state are loaded with torch.load(weights_only=True): no pickled code runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gptcli.config import Config, config_from_dict
+from gptcli.errors import GptcliError
+
+POINTER = "checkpoints.json"
+MODEL_FILE = "model.pt"
+TRAINER_FILE = "trainer.pt"
+CONFIG_FILE = "config.json"
+_STEP_DIR = re.compile(r"^step-\d+$")
+
+
+@dataclass
+class Checkpoint:
+    dir: Path
+    config: Config
+    vocab_size: int
+    tokenizer_spec: dict[str, Any]
+    step: int
+
+    def model_state(self) -> dict[str, torch.Tensor]:
+        return _torch_load(self.dir / MODEL_FILE)
+
+    def trainer_state(self) -> dict[str, Any]:
+        return _torch_load(self.dir / TRAINER_FILE)
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=2, ensure_ascii=False)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_pointer(run_dir: Path) -> dict[str, Any] | None:
+    path = Path(run_dir) / POINTER
+    if not path.is_file():
+        return None
+    try:
+        pointer = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(pointer, dict) or "latest" not in pointer:
+            raise ValueError("no 'latest' entry")
+    except ValueError as exc:
+        raise GptcliError(
+            f"{path} is corrupt ({exc}); remove it or pick a checkpoint directory"
+        ) from None
+    return pointer
+
+
+def step_dir_name(step: int) -> str:
+    return f"step-{step:07d}"
+
+
+def has_checkpoint(run_dir: Path) -> bool:
+    return (Path(run_dir) / POINTER).exists()
+
+
+def save(
+    run_dir: Path,
+    *,
+    step: int,
+    model_state: dict[str, torch.Tensor],
+    trainer_state: dict[str, Any],
+    config: Config,
+    vocab_size: int,
+    tokenizer_spec: dict[str, Any],
+    best_step: int,
+    best_val_loss: float | None,
+    val_loss: float | None,
+) -> Path:
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    name = step_dir_name(step)
+    tmp = Path(tempfile.mkdtemp(dir=run_dir, prefix=f".{name}.tmp-"))
+    try:
+        torch.save(model_state, tmp / MODEL_FILE)
+        torch.save(trainer_state, tmp / TRAINER_FILE)
+        write_json_atomic(
+            tmp / CONFIG_FILE,
+            {
+                "config": config.to_dict(),
+                "vocab_size": vocab_size,
+                "tokenizer": tokenizer_spec,
+                "step": step,
+                "val_loss": val_loss,
+            },
+        )
+        final = run_dir / name
+        if final.exists():  # the same step saved again (e.g. the end of a resumed run)
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    pointer = {
+        "latest": name,
+        "best": step_dir_name(best_step),
+        "best_val_loss": best_val_loss,
+    }
+    write_json_atomic(run_dir / POINTER, pointer)
+    _prune(run_dir, keep={pointer["latest"], pointer["best"]})
+    return final
+
+
+def _prune(run_dir: Path, keep: set[str]) -> None:
+    for child in run_dir.iterdir():
+        if child.is_dir() and _STEP_DIR.match(child.name) and child.name not in keep:
+            shutil.rmtree(child, ignore_errors=True)
+
+
+def resolve(path: str | Path, which: str = "best") -> Path:
+    """A run directory (through its pointer) or a checkpoint directory -> the checkpoint dir."""
+    path = Path(path)
+    if not path.exists():
+        raise GptcliError(f"checkpoint not found: {path}")
+    if (path / CONFIG_FILE).is_file():
+        return path
+    pointer = read_pointer(path)
+    if pointer is None:
+        raise GptcliError(
+            f"{path} holds no checkpoint (neither {POINTER} nor {CONFIG_FILE}); "
+            "point --checkpoint at a training run's out_dir"
+        )
+    if which not in ("best", "latest"):
+        raise GptcliError(f"--which must be best or latest, got {which!r}")
+    return path / pointer.get(which, pointer["latest"])
+
+
+def load(path: str | Path, which: str = "best") -> Checkpoint:
+    ckpt_dir = resolve(path, which)
+    cfg_path = ckpt_dir / CONFIG_FILE
+    try:
+        info = json.loads(cfg_path.read_text(encoding="utf-8"))
+        config = config_from_dict(info["config"], source=str(cfg_path))
+        return Checkpoint(
+            dir=ckpt_dir,
+            config=config,
+            vocab_size=int(info["vocab_size"]),
+            tokenizer_spec=info["tokenizer"],
+            step=int(info["step"]),
+        )
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise GptcliError(f"checkpoint {ckpt_dir} is corrupt or incomplete ({exc})") from None
+
+
+def _torch_load(path: Path) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise GptcliError(f"checkpoint file missing: {path}") from None
+    except Exception as exc:  # truncated zip, bad pickle, or a pickled object we refuse to run
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise GptcliError(
+            f"checkpoint file {path} is corrupt or unsafe to load ({first})"
+        ) from None

@@ -1,0 +1,222 @@
+"""The gptcli command line: parse options, call the library, present the results."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from tqdm import tqdm
+
+from gptcli.errors import GptcliError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    help="Prepare a corpus, train a GPT-2-style model with switchable parts, and sample from it.",
+)
+console = Console()
+
+
+@contextlib.contextmanager
+def user_errors():
+    """Bad input ends in one line on stderr and exit code 2, never a traceback."""
+    try:
+        yield
+    except GptcliError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _table(title: str, rows: list[tuple[str, object]]) -> Table:
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in rows:
+        table.add_row(key, str(value))
+    return table
+
+
+@app.command()
+def prepare(
+    input: Path | None = typer.Option(None, "--input", "-i", help="A text file or a directory."),
+    dataset: str | None = typer.Option(None, help="A named corpus: shakespeare."),
+    tokenizer: str = typer.Option("gpt2", help="gpt2 | char"),
+    out: Path | None = typer.Option(None, help="Output directory [default: data/NAME_TOKENIZER]."),
+    val_fraction: float = typer.Option(
+        0.1, help="Tail fraction of the tokens kept for validation."
+    ),
+    force: bool = typer.Option(False, "--force", help="Replace an existing output directory."),
+) -> None:
+    """Tokenize a corpus into data/NAME/{train.bin, val.bin, meta.json}."""
+    from gptcli.prepare import prepare as run_prepare
+
+    with user_errors():
+        result = run_prepare(
+            input_path=input,
+            dataset=dataset,
+            tokenizer=tokenizer,
+            out_dir=out,
+            val_fraction=val_fraction,
+            force=force,
+        )
+    console.print(
+        _table(
+            f"prepared {result.out_dir}",
+            [
+                ("tokenizer", tokenizer),
+                ("vocab size", f"{result.vocab_size:,}"),
+                ("source bytes", f"{result.source_bytes:,}"),
+                ("train tokens", f"{result.train_tokens:,}"),
+                ("val tokens", f"{result.val_tokens:,}"),
+            ],
+        )
+    )
+
+
+class _Progress:
+    """Train callbacks: a tqdm bar with loss and tokens/s, eval lines above it."""
+
+    def __init__(self):
+        self.bar: tqdm | None = None
+        self.loss: float | None = None
+
+    def on_start(self, info) -> None:
+        console.print(
+            _table(
+                "training",
+                [
+                    ("parameters", f"{info.n_params:,}"),
+                    ("vocab size", f"{info.vocab_size:,}"),
+                    ("device", info.device),
+                    ("precision", info.precision),
+                    ("tokens per step", f"{info.tokens_per_step:,}"),
+                    ("steps", f"{info.start_step} -> {info.max_iters}"),
+                    ("train / val tokens", f"{info.train_tokens:,} / {info.val_tokens:,}"),
+                    ("out dir", info.out_dir),
+                ],
+            )
+        )
+        self.bar = tqdm(
+            total=info.max_iters,
+            initial=info.start_step,
+            unit="step",
+            dynamic_ncols=True,
+            mininterval=0.5,
+        )
+
+    def on_step(self, step, loss, lr, tokens_per_sec) -> None:
+        if loss is not None:
+            self.loss = loss
+        self.bar.update(1)
+        loss_text = f"{self.loss:.4f}" if self.loss is not None else "-"
+        self.bar.set_postfix_str(
+            f"loss {loss_text} lr {lr:.2e} {tokens_per_sec:,.0f} tok/s", refresh=False
+        )
+
+    def on_eval(self, result) -> None:
+        tqdm.write(
+            f"step {result.step}: train loss {result.train_loss:.4f}, "
+            f"val loss {result.val_loss:.4f}"
+        )
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+@app.command()
+def train(
+    config: Path = typer.Option(
+        ..., "--config", "-c", help="A YAML config, e.g. configs/demo.yaml."
+    ),
+    set_: list[str] = typer.Option(
+        [], "--set", help="Override a config key: --set model.n_layer=2 (repeatable)."
+    ),
+    device: str | None = typer.Option(None, help="auto | cpu | cuda | cuda:N | mps"),
+    out: Path | None = typer.Option(None, help="Run directory (sets train.out_dir)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint."),
+    force: bool = typer.Option(False, "--force", help="Start over in a run dir that has one."),
+) -> None:
+    """Train a model as the config says; checkpoints go to train.out_dir."""
+    from gptcli.config import load_config
+    from gptcli.train import train as run_train
+
+    values = {"train.device": device, "train.out_dir": str(out) if out else None}
+    progress = _Progress()
+    with user_errors():
+        cfg = load_config(config, set_, {k: v for k, v in values.items() if v is not None})
+        try:
+            result = run_train(cfg, resume=resume, force=force, callbacks=progress)
+        finally:
+            progress.close()
+    rows: list[tuple[str, object]] = [("steps", result.steps)]
+    if result.first_eval:
+        rows.append(("first val loss", f"{result.first_eval.val_loss:.4f}"))
+    if result.last_eval:
+        rows.append(("final train loss", f"{result.last_eval.train_loss:.4f}"))
+        rows.append(("final val loss", f"{result.last_eval.val_loss:.4f}"))
+    if result.best_val_loss is not None:
+        rows.append(("best val loss", f"{result.best_val_loss:.4f}"))
+        rows.append(("best val perplexity", f"{math.exp(min(result.best_val_loss, 50)):.2f}"))
+    rows += [
+        ("time", f"{result.seconds:.1f} s"),
+        ("tokens/s", f"{result.tokens_per_sec:,.0f}"),
+        ("checkpoint", result.checkpoint or "-"),
+    ]
+    console.print(_table("done", rows))
+
+
+@app.command()
+def sample(
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="A run directory or checkpoint."),
+    prompt: str = typer.Option("", help="Text to continue; empty starts a new document."),
+    prompt_file: Path | None = typer.Option(None, help="Read the prompt from a file."),
+    max_new_tokens: int | None = typer.Option(None, min=0, help="[default: from the config]"),
+    temperature: float | None = typer.Option(None, min=0.0, help="0 is greedy."),
+    top_k: int | None = typer.Option(None, min=0, help="Keep the k most likely; 0 disables."),
+    top_p: float | None = typer.Option(None, min=0.0, max=1.0, help="Nucleus mass; 1 disables."),
+    seed: int | None = typer.Option(None, help="Random seed: the same seed, the same sample."),
+    num_samples: int | None = typer.Option(None, min=1, help="Samples, generated as one batch."),
+    which: str = typer.Option("best", help="best | latest, when given a run directory."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N | mps"),
+) -> None:
+    """Generate text from a trained checkpoint."""
+    import torch
+
+    from gptcli.generate import generate, load_model
+    from gptcli.train import resolve_device
+
+    with user_errors():
+        if prompt_file is not None:
+            try:
+                prompt = prompt_file.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise GptcliError(f"cannot read --prompt-file {prompt_file}: {exc}") from None
+        dev = resolve_device(device)
+        model, tokenizer, ckpt = load_model(checkpoint, which, dev)
+        sc = ckpt.config.sample
+        n_new = sc.max_new_tokens if max_new_tokens is None else max_new_tokens
+        temp = sc.temperature if temperature is None else temperature
+        k = sc.top_k if top_k is None else (top_k or None)
+        p = sc.top_p if top_p is None else top_p
+        if p <= 0:
+            raise GptcliError("--top-p must be in (0, 1]")
+        n = sc.num_samples if num_samples is None else num_samples
+        ids = tokenizer.encode(prompt) if prompt else tokenizer.start_ids()
+        g = torch.Generator(dev).manual_seed(sc.seed if seed is None else seed)
+        idx = torch.tensor([ids] * n, dtype=torch.long, device=dev)
+        steps = list(generate(model, idx, n_new, temp, k, p, g))
+    new = torch.stack(steps, dim=1).tolist() if steps else [[] for _ in range(n)]
+    for i, row in enumerate(new):
+        if i:
+            typer.echo("-" * 40)
+        typer.echo(prompt + tokenizer.decode(row))
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,315 @@
+"""Typed run configuration: YAML (safe_load) plus `--set section.key=value` overrides.
+
+Every problem is reported as one GptcliError line that names the key, the bad value and what
+would be accepted, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import types
+import typing
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gptcli.errors import GptcliError
+
+
+@dataclass
+class DataConfig:
+    dir: str = "data/shakespeare_char"
+
+
+@dataclass
+class ModelConfig:
+    n_layer: int = 6
+    n_head: int = 6
+    n_embd: int = 384
+    block_size: int = 256
+    dropout: float = 0.0
+    bias: bool = True
+    position: str = "learned"
+    norm: str = "layernorm"
+    norm_placement: str = "pre"
+    tie_embeddings: bool = True
+    mlp_ratio: float = 4.0
+    activation: str = "gelu_tanh"
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 12
+    grad_accum: int = 1
+    max_iters: int = 2000
+    lr: float = 1e-3
+    min_lr: float = 1e-4
+    warmup_iters: int = 100
+    lr_decay_iters: int | None = None  # None: decay over max_iters
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.99
+    grad_clip: float = 1.0
+    eval_interval: int = 250
+    eval_iters: int = 20
+    log_interval: int = 10
+    device: str = "auto"
+    precision: str = "auto"
+    compile: bool = False
+    seed: int = 1337
+    out_dir: str = "out/run"
+
+
+@dataclass
+class SampleConfig:
+    max_new_tokens: int = 500
+    temperature: float = 0.8
+    top_k: int | None = 200
+    top_p: float = 1.0
+    seed: int = 1337
+    num_samples: int = 1
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+SECTIONS: dict[str, type] = {f.name: f.type for f in fields(Config)}
+_SECTION_TYPES = typing.get_type_hints(Config)
+
+_DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+def _choices() -> dict[str, list[str]]:
+    # Imported here: the registries live with the model, which imports this module.
+    from gptcli.model.gpt import PLACEMENTS
+    from gptcli.model.mlp import ACTIVATIONS
+    from gptcli.model.norms import NORMS
+    from gptcli.model.positions import POSITIONS
+
+    return {
+        "model.position": POSITIONS.names(),
+        "model.norm": NORMS.names(),
+        "model.norm_placement": PLACEMENTS.names(),
+        "model.activation": ACTIVATIONS.names(),
+        "train.precision": ["auto", "fp32", "bf16", "fp16"],
+    }
+
+
+# (predicate, what a valid value looks like); checked after types are known to be right.
+_RULES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
+    "model.n_layer": (lambda v: v >= 1, "an integer >= 1"),
+    "model.n_head": (lambda v: v >= 1, "an integer >= 1"),
+    "model.n_embd": (lambda v: v >= 1, "an integer >= 1"),
+    "model.block_size": (lambda v: v >= 1, "an integer >= 1"),
+    "model.dropout": (lambda v: 0.0 <= v < 1.0, "a number in [0, 1)"),
+    "model.mlp_ratio": (lambda v: v > 0, "a number > 0"),
+    "train.batch_size": (lambda v: v >= 1, "an integer >= 1"),
+    "train.grad_accum": (lambda v: v >= 1, "an integer >= 1"),
+    "train.max_iters": (lambda v: v >= 0, "an integer >= 0"),
+    "train.lr": (lambda v: v > 0, "a number > 0"),
+    "train.min_lr": (lambda v: v >= 0, "a number >= 0"),
+    "train.warmup_iters": (lambda v: v >= 0, "an integer >= 0"),
+    "train.lr_decay_iters": (lambda v: v is None or v >= 1, "an integer >= 1 or null"),
+    "train.weight_decay": (lambda v: v >= 0, "a number >= 0"),
+    "train.beta1": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "train.beta2": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "train.grad_clip": (lambda v: v >= 0, "a number >= 0 (0 disables clipping)"),
+    "train.eval_interval": (lambda v: v >= 1, "an integer >= 1"),
+    "train.eval_iters": (lambda v: v >= 1, "an integer >= 1"),
+    "train.log_interval": (lambda v: v >= 1, "an integer >= 1"),
+    "train.device": (lambda v: bool(_DEVICE_RE.match(v)), "auto, cpu, cuda, cuda:N or mps"),
+    "train.out_dir": (lambda v: v.strip() != "", "a non-empty path"),
+    "data.dir": (lambda v: v.strip() != "", "a non-empty path"),
+    "sample.max_new_tokens": (lambda v: v >= 0, "an integer >= 0"),
+    "sample.temperature": (lambda v: v >= 0, "a number >= 0 (0 means greedy)"),
+    "sample.top_k": (lambda v: v is None or v >= 1, "an integer >= 1 or null (no top-k)"),
+    "sample.top_p": (lambda v: 0 < v <= 1, "a number in (0, 1] (1 disables top-p)"),
+    "sample.num_samples": (lambda v: v >= 1, "an integer >= 1"),
+}
+
+# Keys a user may reasonably type that must come from elsewhere.
+_NOT_CONFIGURABLE = {
+    "model.vocab_size": "vocab_size comes from the prepared dataset's meta.json; remove it",
+}
+
+
+def _fail(key: str, message: str) -> typing.NoReturn:
+    raise GptcliError(f"config error: {key}: {message}")
+
+
+def _suggest(name: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(name, valid, n=1, cutoff=0.6)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    return f"{hint}(valid: {', '.join(valid)})"
+
+
+def _coerce(key: str, value: Any, annotation: Any) -> Any:
+    """Return value as the annotated type, or fail naming the key and the expected type."""
+    allowed = typing.get_args(annotation) if _is_union(annotation) else (annotation,)
+    if value is None:
+        if type(None) in allowed:
+            return None
+        _fail(key, f"must not be empty (expected {_type_name(annotation)})")
+    for typ in allowed:
+        if typ is bool and isinstance(value, bool):
+            return value
+        if typ is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if typ is float and not isinstance(value, bool):
+            if isinstance(value, (int, float)):
+                return float(value)
+            # YAML 1.1 reads `1e-3` (no dot) as a string; accept what Python reads as a float.
+            if isinstance(value, str):
+                try:
+                    return float(value)
+                except ValueError:
+                    pass
+        if typ is str and isinstance(value, str):
+            return value
+    _fail(key, f"expected {_type_name(annotation)}, got {value!r}")
+
+
+def _is_union(annotation: Any) -> bool:
+    return typing.get_origin(annotation) in (typing.Union, types.UnionType)
+
+
+def _type_name(annotation: Any) -> str:
+    if _is_union(annotation):
+        return " or ".join(_type_name(a) for a in typing.get_args(annotation))
+    names = {bool: "true/false", int: "an integer", float: "a number", str: "a string"}
+    return names.get(annotation, "null" if annotation is type(None) else str(annotation))
+
+
+def _build_section(name: str, raw: Any) -> Any:
+    cls = _SECTION_TYPES[name]
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        _fail(name, f"must be a mapping of keys to values, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    valid = [f.name for f in fields(cls)]
+    values = {}
+    for key, value in raw.items():
+        full = f"{name}.{key}"
+        if full in _NOT_CONFIGURABLE:
+            _fail(full, _NOT_CONFIGURABLE[full])
+        if key not in hints:
+            _fail(full, f"unknown key; {_suggest(str(key), valid)}")
+        values[key] = _coerce(full, value, hints[key])
+    return cls(**values)
+
+
+def _validate(cfg: Config) -> None:
+    choices = _choices()
+    for section in SECTIONS:
+        for f in fields(getattr(cfg, section)):
+            key = f"{section}.{f.name}"
+            value = getattr(getattr(cfg, section), f.name)
+            if key in choices and value not in choices[key]:
+                _fail(key, f"{value!r} is not a choice; {_suggest(str(value), choices[key])}")
+            if key in _RULES:
+                ok, expected = _RULES[key]
+                if not ok(value):
+                    _fail(key, f"{value!r} is invalid; expected {expected}")
+    m, t = cfg.model, cfg.train
+    if m.n_embd % m.n_head != 0:
+        _fail("model.n_embd", f"{m.n_embd} is not divisible by model.n_head={m.n_head}")
+    if t.min_lr > t.lr:
+        _fail("train.min_lr", f"{t.min_lr} is larger than train.lr={t.lr}")
+
+
+def config_from_dict(raw: Any, source: str = "config") -> Config:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise GptcliError(
+            f"config error: {source} must be a mapping with sections {list(SECTIONS)}"
+        )
+    for name in raw:
+        if name not in SECTIONS:
+            _fail(str(name), f"unknown section; {_suggest(str(name), list(SECTIONS))}")
+    cfg = Config(**{name: _build_section(name, raw.get(name)) for name in SECTIONS})
+    _validate(cfg)
+    return cfg
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """'model.n_layer=2' -> (['model', 'n_layer'], 2); the value is read as YAML."""
+    key, sep, value = text.partition("=")
+    parts = key.strip().split(".")
+    if not sep or len(parts) != 2 or not all(parts):
+        raise GptcliError(
+            f"bad --set {text!r}: expected section.key=value, e.g. --set model.n_layer=4"
+        )
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError:
+        parsed = value
+    return parts, parsed
+
+
+def load_config(
+    path: str | Path | None,
+    overrides: list[str] | tuple[str, ...] = (),
+    values: dict[str, Any] | None = None,
+) -> Config:
+    """The config at path with `--set` overrides (text, read as YAML) and then values (already
+    typed, e.g. from dedicated CLI options such as --out) applied on top."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise GptcliError(f"config file not found: {path}")
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(exc, "problem", None) or "invalid YAML"
+            raise GptcliError(f"config file {path} is not valid YAML{where}: {problem}") from None
+        except UnicodeDecodeError:
+            raise GptcliError(f"config file {path} is not UTF-8 text") from None
+        if not isinstance(raw, dict):
+            raise GptcliError(
+                f"config file {path} must hold a mapping with sections {list(SECTIONS)}"
+            )
+    raw = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+    updates = [parse_override(text) for text in overrides]
+    updates += [(key.split("."), value) for key, value in (values or {}).items()]
+    for (section, key), value in updates:
+        if section not in SECTIONS:
+            _fail(section, f"unknown section in --set; {_suggest(section, list(SECTIONS))}")
+        current = raw.get(section)
+        if current is None:
+            current = raw[section] = {}
+        if not isinstance(current, dict):
+            _fail(section, "must be a mapping of keys to values")
+        current[key] = value
+    return config_from_dict(raw, source=str(path) if path else "config")
+
+
+def reference() -> list[tuple[str, str, str, str]]:
+    """(key, type, default, choices) for every key: the README's config reference."""
+    choices = _choices()
+    rows = []
+    for section in SECTIONS:
+        cls = _SECTION_TYPES[section]
+        hints = typing.get_type_hints(cls)
+        for f in fields(cls):
+            key = f"{section}.{f.name}"
+            default = f.default if f.default is not dataclasses.MISSING else None
+            allowed = ", ".join(choices[key]) if key in choices else _RULES.get(key, (0, ""))[1]
+            rows.append((key, _type_name(hints[f.name]), repr(default), allowed))
+    return rows

@@ -1,0 +1,8 @@
+"""The one exception type the CLI turns into a single line and exit code 2."""
+
+
+class GptcliError(Exception):
+    """A problem with the user's input (config, data, checkpoint, prompt), not a bug.
+
+    The message must say what is wrong and how to fix it; the CLI prints it without a traceback.
+    """

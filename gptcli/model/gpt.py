@@ -1,0 +1,120 @@
+"""GPT: token (+ position) embeddings -> N blocks -> final norm -> LM head."""
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from gptcli.config import ModelConfig
+from gptcli.model.attention import CausalSelfAttention
+from gptcli.model.mlp import MLP, hidden_size
+from gptcli.model.norms import NORMS
+from gptcli.model.positions import POSITIONS, PositionScheme
+from gptcli.registry import Registry
+
+PLACEMENTS: Registry[type["Block"]] = Registry("norm placement")
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        norm = NORMS[cfg.norm]
+        self.ln_1 = norm(cfg.n_embd, bias=cfg.bias)
+        self.attn = CausalSelfAttention(cfg)
+        self.ln_2 = norm(cfg.n_embd, bias=cfg.bias)
+        self.mlp = MLP(cfg)
+
+    # Whether the model needs a norm after the last block (pre-norm leaves the stream raw).
+    final_norm = True
+
+
+@PLACEMENTS.register("pre")
+class PreNormBlock(Block):
+    """GPT-2: normalise the input of each sublayer; the residual stream stays unnormalised."""
+
+    def forward(self, x, positions, pos, attn_bias):
+        x = x + self.attn(self.ln_1(x), positions, pos, attn_bias)
+        return x + self.mlp(self.ln_2(x))
+
+
+@PLACEMENTS.register("post")
+class PostNormBlock(Block):
+    """The original Transformer: normalise after each residual addition."""
+
+    final_norm = False
+
+    def forward(self, x, positions, pos, attn_bias):
+        x = self.ln_1(x + self.attn(x, positions, pos, attn_bias))
+        return self.ln_2(x + self.mlp(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, cfg: ModelConfig, vocab_size: int):
+        super().__init__()
+        self.cfg = cfg
+        self.vocab_size = vocab_size
+        block = PLACEMENTS[cfg.norm_placement]
+        self.wte = nn.Embedding(vocab_size, cfg.n_embd)
+        self.positions: PositionScheme = POSITIONS[cfg.position](cfg)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(block(cfg) for _ in range(cfg.n_layer))
+        self.ln_f = (
+            NORMS[cfg.norm](cfg.n_embd, bias=cfg.bias) if block.final_norm else nn.Identity()
+        )
+        self.lm_head = nn.Linear(cfg.n_embd, vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.wte.weight
+        self.apply(self._init_weights)
+        # GPT-2: scale the init of projections into the residual stream by 1/sqrt(2 * n_layer),
+        # so the stream's variance does not grow with depth.
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+        """idx: (B, T) token ids -> (logits (B, T, vocab), loss or None)."""
+        T = idx.shape[1]
+        pos = torch.arange(T, device=idx.device)
+        x = self.drop(self.positions.embed(self.wte(idx), pos))
+        attn_bias = self._attn_bias(pos)
+        for block in self.blocks:
+            x = block(x, self.positions, pos, attn_bias)
+        logits = self.lm_head(self.ln_f(x))
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+        return logits, loss
+
+    def _attn_bias(self, pos: torch.Tensor) -> torch.Tensor | None:
+        bias = self.positions.score_bias(pos, pos)
+        if bias is None:
+            return None
+        causal = torch.ones(len(pos), len(pos), dtype=torch.bool, device=pos.device).triu(1)
+        return bias.masked_fill(causal, float("-inf"))
+
+
+def count_params_formula(cfg: ModelConfig, vocab_size: int) -> int:
+    """Parameter count from the config alone, for the learned and none position schemes."""
+    C, L, b = cfg.n_embd, cfg.n_layer, int(cfg.bias)
+    H = hidden_size(cfg)
+    norm = C * (1 + b)
+    attn = C * 3 * C + 3 * C * b + C * C + C * b
+    mlp = C * H + H * b + H * C + C * b
+    per_block = 2 * norm + attn + mlp
+    embeddings = vocab_size * C + (cfg.block_size * C if cfg.position == "learned" else 0)
+    head = 0 if cfg.tie_embeddings else vocab_size * C
+    final = norm if cfg.norm_placement == "pre" else 0
+    return embeddings + L * per_block + final + head

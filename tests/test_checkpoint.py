@@ -1,0 +1,73 @@
+import json
+import pickle
+
+import pytest
+import torch
+
+from gptcli import checkpoint
+from gptcli.errors import GptcliError
+from gptcli.generate import load_model
+from gptcli.train import train
+
+from .conftest import tiny_config
+
+
+@pytest.fixture
+def run(tmp_path, char_data):
+    cfg = tiny_config(char_data, tmp_path / "run", train={"max_iters": 20, "eval_interval": 10})
+    train(cfg)
+    return tmp_path / "run"
+
+
+def test_run_dir_keeps_only_latest_and_best(run):
+    pointer = checkpoint.read_pointer(run)
+    kept = sorted(p.name for p in run.iterdir() if p.name.startswith("step-"))
+    assert kept == sorted({pointer["latest"], pointer["best"]})
+    assert pointer["latest"] == "step-0000020"
+    assert not [p for p in run.iterdir() if ".tmp-" in p.name]
+
+
+def test_load_model_round_trip(run):
+    model, tok, ckpt = load_model(run, "latest")
+    state = torch.load(run / "step-0000020" / "model.pt", weights_only=True)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
+    assert tok.spec() == ckpt.tokenizer_spec and ckpt.step == 20
+    assert not model.training
+
+
+def test_checkpoint_dir_can_be_given_directly(run):
+    assert checkpoint.resolve(run / "step-0000020") == run / "step-0000020"
+
+
+def test_truncated_weights_are_a_clear_error(run):
+    path = run / "step-0000020" / "model.pt"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(GptcliError, match="corrupt"):
+        load_model(run, "latest")
+
+
+def test_pickled_code_is_refused(run):
+    class Payload:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    path = run / "step-0000020" / "model.pt"
+    path.write_bytes(pickle.dumps({"x": Payload()}, protocol=2))
+    with pytest.raises(GptcliError, match="unsafe"):
+        load_model(run, "latest")
+
+
+def test_corrupt_config_and_pointer(run):
+    (run / "step-0000020" / "config.json").write_text("{")
+    with pytest.raises(GptcliError, match="corrupt"):
+        checkpoint.load(run, "latest")
+    (run / "checkpoints.json").write_text(json.dumps({"best": "x"}))
+    with pytest.raises(GptcliError, match="corrupt"):
+        checkpoint.load(run)
+
+
+def test_not_a_checkpoint(tmp_path):
+    with pytest.raises(GptcliError, match="not found"):
+        checkpoint.load(tmp_path / "missing")
+    with pytest.raises(GptcliError, match="holds no checkpoint"):
+        checkpoint.load(tmp_path)

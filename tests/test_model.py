@@ -1,0 +1,105 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gptcli.config import ModelConfig
+from gptcli.model import GPT, count_params_formula
+from gptcli.model.norms import LayerNorm
+
+VOCAB = 50
+
+
+def tiny(**kw) -> ModelConfig:
+    base = {"n_layer": 2, "n_head": 2, "n_embd": 32, "block_size": 16}
+    return ModelConfig(**{**base, **kw})
+
+
+def test_forward_shapes_and_initial_loss():
+    torch.manual_seed(0)
+    model = GPT(tiny(), VOCAB)
+    idx = torch.randint(VOCAB, (3, 16))
+    logits, loss = model(idx, torch.randint(VOCAB, (3, 16)))
+    assert logits.shape == (3, 16, VOCAB)
+    # At init the prediction is near uniform: loss close to ln(vocab).
+    assert abs(loss.item() - math.log(VOCAB)) < 0.2
+    assert model(idx)[1] is None
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_causal_no_logit_sees_a_later_token(training):
+    torch.manual_seed(0)
+    model = GPT(tiny(), VOCAB).train(training)
+    idx = torch.randint(VOCAB, (2, 16))
+    t = 9
+    changed = idx.clone()
+    changed[:, t] = (changed[:, t] + 1) % VOCAB
+    a, _ = model(idx)
+    b, _ = model(changed)
+    assert torch.equal(a[:, :t], b[:, :t])
+    assert not torch.allclose(a[:, t:], b[:, t:])
+
+
+def test_learned_positions_refuse_sequences_past_block_size():
+    model = GPT(tiny(), VOCAB)
+    with pytest.raises(ValueError, match="block_size=16"):
+        model(torch.zeros(1, 17, dtype=torch.long))
+
+
+def test_gpt2_124m_parameter_count():
+    cfg = ModelConfig(n_layer=12, n_head=12, n_embd=768, block_size=1024)
+    with torch.device("meta"):
+        model = GPT(cfg, 50257)
+    assert model.num_params() == 124_439_808
+    assert count_params_formula(cfg, 50257) == 124_439_808
+
+
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("tie", [True, False])
+@pytest.mark.parametrize("position", ["learned", "none"])
+def test_parameter_count_matches_the_formula(bias, tie, position):
+    cfg = tiny(bias=bias, tie_embeddings=tie, position=position, mlp_ratio=3)
+    assert GPT(cfg, VOCAB).num_params() == count_params_formula(cfg, VOCAB)
+
+
+def test_tied_embeddings_share_one_tensor():
+    model = GPT(tiny(), VOCAB)
+    assert model.lm_head.weight is model.wte.weight
+    assert GPT(tiny(tie_embeddings=False), VOCAB).lm_head.weight is not None
+
+
+def test_gpt2_init_scales_residual_projections():
+    torch.manual_seed(0)
+    cfg = ModelConfig(n_layer=8, n_head=4, n_embd=256, block_size=32)
+    model = GPT(cfg, VOCAB)
+    proj = model.blocks[0].attn.c_proj.weight.std().item()
+    other = model.blocks[0].attn.c_attn.weight.std().item()
+    assert proj == pytest.approx(0.02 / math.sqrt(2 * 8), rel=0.05)
+    assert other == pytest.approx(0.02, rel=0.05)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_written_out_layernorm_equals_torch(bias):
+    torch.manual_seed(0)
+    norm = LayerNorm(24, bias=bias)
+    with torch.no_grad():
+        norm.weight.normal_()
+        if bias:
+            norm.bias.normal_()
+    x = torch.randn(4, 7, 24) * 3 + 1
+    expected = F.layer_norm(x, (24,), norm.weight, norm.bias, eps=1e-5)
+    torch.testing.assert_close(norm(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_a_tiny_model_overfits_a_tiny_batch():
+    torch.manual_seed(0)
+    model = GPT(tiny(), VOCAB)
+    idx = torch.randint(VOCAB, (4, 16))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for _ in range(100):
+        _, loss = model(idx[:, :-1], idx[:, 1:])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.1

@@ -39,6 +39,9 @@ class ModelConfig:
     tie_embeddings: bool = True
     mlp_ratio: float = 4.0
     activation: str = "gelu_tanh"
+    rope_base: float = 10000.0  # position: rope
+    relative_buckets: int = 32  # position: relative
+    relative_max_distance: int = 128  # position: relative
 
 
 @dataclass
@@ -62,6 +65,7 @@ class TrainConfig:
     compile: bool = False
     seed: int = 1337
     out_dir: str = "out/run"
+    init_from: str | None = None  # a gptcli checkpoint or a Hugging Face GPT-2 directory
 
 
 @dataclass
@@ -115,6 +119,9 @@ _RULES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "model.block_size": (lambda v: v >= 1, "an integer >= 1"),
     "model.dropout": (lambda v: 0.0 <= v < 1.0, "a number in [0, 1)"),
     "model.mlp_ratio": (lambda v: v > 0, "a number > 0"),
+    "model.rope_base": (lambda v: v > 1, "a number > 1"),
+    "model.relative_buckets": (lambda v: v >= 2, "an integer >= 2"),
+    "model.relative_max_distance": (lambda v: v >= 1, "an integer >= 1"),
     "train.batch_size": (lambda v: v >= 1, "an integer >= 1"),
     "train.grad_accum": (lambda v: v >= 1, "an integer >= 1"),
     "train.max_iters": (lambda v: v >= 0, "an integer >= 0"),

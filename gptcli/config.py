@@ -235,6 +235,10 @@ def _validate(cfg: Config) -> None:
         _fail("model.n_embd", f"{m.n_embd} is not divisible by model.n_head={m.n_head}")
     if t.min_lr > t.lr:
         _fail("train.min_lr", f"{t.min_lr} is larger than train.lr={t.lr}")
+    from gptcli.model.positions import POSITIONS
+
+    if problem := POSITIONS[m.position].check(m):
+        raise GptcliError(f"config error: {problem}")
 
 
 def config_from_dict(raw: Any, source: str = "config") -> Config:

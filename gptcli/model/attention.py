@@ -21,15 +21,16 @@ class CausalSelfAttention(nn.Module):
         self,
         x: torch.Tensor,
         positions: PositionScheme,
-        pos: torch.Tensor,
+        start: int,
         attn_bias: torch.Tensor | None,
     ) -> torch.Tensor:
-        """attn_bias: None for plain causal attention, else an additive (H, T, T) mask that
-        already holds -inf above the diagonal (built once per forward by the model)."""
+        """x: (B, T, C) at positions start..start+T-1. attn_bias: None for plain causal
+        attention, else an additive (H, T, T) bias with the causal mask folded in, built once
+        per forward by the model and shared by every layer."""
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
-        q, k = positions.rotate(q, k, pos)
+        q, k = positions.rotate(q, k, start)
         dropout = self.dropout if self.training else 0.0
         if attn_bias is None:
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)

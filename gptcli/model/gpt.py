@@ -1,6 +1,7 @@
 """GPT: token (+ position) embeddings -> N blocks -> final norm -> LM head."""
 
 import math
+import warnings
 
 import torch
 import torch.nn as nn
@@ -33,8 +34,8 @@ class Block(nn.Module):
 class PreNormBlock(Block):
     """GPT-2: normalise the input of each sublayer; the residual stream stays unnormalised."""
 
-    def forward(self, x, positions, pos, attn_bias):
-        x = x + self.attn(self.ln_1(x), positions, pos, attn_bias)
+    def forward(self, x, positions, start, attn_bias):
+        x = x + self.attn(self.ln_1(x), positions, start, attn_bias)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -44,8 +45,8 @@ class PostNormBlock(Block):
 
     final_norm = False
 
-    def forward(self, x, positions, pos, attn_bias):
-        x = self.ln_1(x + self.attn(x, positions, pos, attn_bias))
+    def forward(self, x, positions, start, attn_bias):
+        x = self.ln_1(x + self.attn(x, positions, start, attn_bias))
         return self.ln_2(x + self.mlp(x))
 
 
@@ -55,6 +56,8 @@ class GPT(nn.Module):
         self.cfg = cfg
         self.vocab_size = vocab_size
         block = PLACEMENTS[cfg.norm_placement]
+        if problem := POSITIONS[cfg.position].check(cfg):
+            raise ValueError(problem)
         self.wte = nn.Embedding(vocab_size, cfg.n_embd)
         self.positions: PositionScheme = POSITIONS[cfg.position](cfg)
         self.drop = nn.Dropout(cfg.dropout)
@@ -65,6 +68,12 @@ class GPT(nn.Module):
         self.lm_head = nn.Linear(cfg.n_embd, vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.wte.weight
+        if NORMS[cfg.norm].mixes_positions:
+            warnings.warn(
+                f"norm '{cfg.norm}' mixes statistics across positions: in training mode a causal "
+                "model sees future tokens through them (eval mode uses running statistics)",
+                stacklevel=2,
+            )
         self.apply(self._init_weights)
         # GPT-2: scale the init of projections into the residual stream by 1/sqrt(2 * n_layer),
         # so the stream's variance does not grow with depth.
@@ -84,37 +93,36 @@ class GPT(nn.Module):
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
-        """idx: (B, T) token ids -> (logits (B, T, vocab), loss or None)."""
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, start: int = 0):
+        """idx: (B, T) token ids at positions start..start+T-1 -> (logits (B, T, vocab), loss)."""
         T = idx.shape[1]
-        pos = torch.arange(T, device=idx.device)
-        x = self.drop(self.positions.embed(self.wte(idx), pos))
-        attn_bias = self._attn_bias(pos)
+        max_len = self.positions.max_len
+        if max_len is not None and start + T > max_len:
+            raise ValueError(
+                f"a sequence reaching position {start + T} is longer than block_size={max_len}: "
+                f"'{self.cfg.position}' positions have no encoding past the training length; "
+                "crop the input to block_size tokens"
+            )
+        x = self.drop(self.positions.embed(self.wte(idx), start))
+        attn_bias = self.positions.attn_bias(T, T, idx.device)
         for block in self.blocks:
-            x = block(x, self.positions, pos, attn_bias)
+            x = block(x, self.positions, start, attn_bias)
         logits = self.lm_head(self.ln_f(x))
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
         return logits, loss
 
-    def _attn_bias(self, pos: torch.Tensor) -> torch.Tensor | None:
-        bias = self.positions.score_bias(pos, pos)
-        if bias is None:
-            return None
-        causal = torch.ones(len(pos), len(pos), dtype=torch.bool, device=pos.device).triu(1)
-        return bias.masked_fill(causal, float("-inf"))
-
 
 def count_params_formula(cfg: ModelConfig, vocab_size: int) -> int:
-    """Parameter count from the config alone, for the learned and none position schemes."""
+    """The parameter count the config implies, from each part's own formula."""
     C, L, b = cfg.n_embd, cfg.n_layer, int(cfg.bias)
     H = hidden_size(cfg)
-    norm = C * (1 + b)
+    norm = NORMS[cfg.norm].num_params(C, cfg.bias)
     attn = C * 3 * C + 3 * C * b + C * C + C * b
     mlp = C * H + H * b + H * C + C * b
     per_block = 2 * norm + attn + mlp
-    embeddings = vocab_size * C + (cfg.block_size * C if cfg.position == "learned" else 0)
+    embeddings = vocab_size * C + POSITIONS[cfg.position].num_params(cfg)
     head = 0 if cfg.tie_embeddings else vocab_size * C
-    final = norm if cfg.norm_placement == "pre" else 0
+    final = norm if PLACEMENTS[cfg.norm_placement].final_norm else 0
     return embeddings + L * per_block + final + head

@@ -1,7 +1,8 @@
-"""Normalization layers, each registered by name."""
+"""Normalization layers, each registered by name and built as Norm(dim, bias)."""
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from gptcli.registry import Registry
 
@@ -15,11 +16,18 @@ class LayerNorm(nn.Module):
     Statistics are taken in fp32 so the result does not depend on the autocast dtype.
     """
 
+    # True where the statistics mix positions (and so can leak the future in a causal model).
+    mixes_positions = False
+
     def __init__(self, dim: int, bias: bool = True, eps: float = 1e-5):
         super().__init__()
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(dim))
         self.bias = nn.Parameter(torch.zeros(dim)) if bias else None
+
+    @classmethod
+    def num_params(cls, dim: int, bias: bool) -> int:
+        return dim * (1 + int(bias))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xf = x.float()
@@ -29,3 +37,79 @@ class LayerNorm(nn.Module):
         if self.bias is not None:
             y = y + self.bias
         return y.to(x.dtype)
+
+
+@NORMS.register("rmsnorm")
+class RMSNorm(nn.Module):
+    """Scale each position by its root mean square: no centring and no shift (so no bias,
+    whatever model.bias says)."""
+
+    mixes_positions = False
+
+    def __init__(self, dim: int, bias: bool = True, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    @classmethod
+    def num_params(cls, dim: int, bias: bool) -> int:
+        return dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        y = xf * torch.rsqrt(xf.pow(2).mean(dim=-1, keepdim=True) + self.eps) * self.weight
+        return y.to(x.dtype)
+
+
+@NORMS.register("batchnorm")
+class BatchNorm(nn.Module):
+    """Normalise each channel over the batch and time positions together.
+
+    In training mode the statistics of a batch include every position of every sequence, so the
+    output at position t depends on tokens after t: a causal model can see the future through
+    them. Eval mode uses running statistics and is causal again.
+    """
+
+    mixes_positions = True
+
+    def __init__(self, dim: int, bias: bool = True, eps: float = 1e-5, momentum: float = 0.1):
+        super().__init__()
+        self.eps = eps
+        self.momentum = momentum
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.bias = nn.Parameter(torch.zeros(dim)) if bias else None
+        self.register_buffer("running_mean", torch.zeros(dim))
+        self.register_buffer("running_var", torch.ones(dim))
+
+    @classmethod
+    def num_params(cls, dim: int, bias: bool) -> int:
+        return dim * (1 + int(bias))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, x.shape[-1]).float()
+        y = F.batch_norm(
+            flat,
+            self.running_mean,
+            self.running_var,
+            self.weight,
+            self.bias,
+            training=self.training,
+            momentum=self.momentum,
+            eps=self.eps,
+        )
+        return y.view(x.shape).to(x.dtype)
+
+
+@NORMS.register("none")
+class NoNorm(nn.Module):
+    mixes_positions = False
+
+    def __init__(self, dim: int, bias: bool = True):
+        super().__init__()
+
+    @classmethod
+    def num_params(cls, dim: int, bias: bool) -> int:
+        return 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x

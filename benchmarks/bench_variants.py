@@ -1,0 +1,91 @@
+"""Training speed of every position x norm variant, relative to learned + layernorm.
+
+Measures forward + backward + AdamW steps on random tokens at the nanoGPT CPU shakespeare size
+(4 layers, 4 heads, 128 wide, block 64, batch 12, vocab 65) unless told otherwise. Variants are
+timed in interleaved rounds and each reports its median step time, so a noisy machine slows all
+of them alike; read the ratios, not the absolute numbers.
+
+    .venv/bin/python benchmarks/bench_variants.py [--rounds 5] [--steps 20] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import statistics
+import time
+import warnings
+
+import torch
+
+from gptcli.config import ModelConfig
+from gptcli.model import GPT
+from gptcli.model.norms import NORMS
+from gptcli.model.positions import POSITIONS
+
+
+def step_time(model, opt, x, y, steps: int) -> float:
+    start = time.perf_counter()
+    for _ in range(steps):
+        _, loss = model(x, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    if x.is_cuda:
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) / steps
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--batch", type=int, default=12)
+    ap.add_argument("--n-layer", type=int, default=4)
+    ap.add_argument("--n-head", type=int, default=4)
+    ap.add_argument("--n-embd", type=int, default=128)
+    ap.add_argument("--block", type=int, default=64)
+    ap.add_argument("--vocab", type=int, default=65)
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args()
+
+    device = torch.device(args.device)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(args.vocab, (args.batch, args.block), generator=g).to(device)
+    y = torch.randint(args.vocab, (args.batch, args.block), generator=g).to(device)
+    variants = list(itertools.product(POSITIONS.names(), NORMS.names()))
+    runs = {}
+    for position, norm in variants:
+        cfg = ModelConfig(
+            n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd,
+            block_size=args.block, bias=False, position=position, norm=norm,
+        )  # fmt: skip
+        torch.manual_seed(0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = GPT(cfg, args.vocab).to(device).train()
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        step_time(model, opt, x, y, 3)  # warm-up
+        runs[(position, norm)] = (model, opt, [])
+    for _ in range(args.rounds):
+        for model, opt, times in runs.values():
+            times.append(step_time(model, opt, x, y, args.steps))
+
+    tokens = args.batch * args.block
+    base = statistics.median(runs[("learned", "layernorm")][2])
+    print(
+        f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}; "
+        f"{args.n_layer} layers x {args.n_embd} wide, block {args.block}, batch {args.batch}; "
+        f"median of {args.rounds} rounds x {args.steps} steps"
+    )
+    print(f"{'position':<10} {'norm':<10} {'ms/step':>8} {'tokens/s':>10} {'step time / base':>17}")
+    worst = 0.0
+    for (position, norm), (_, _, times) in runs.items():
+        t = statistics.median(times)
+        worst = max(worst, t / base)
+        print(f"{position:<10} {norm:<10} {t * 1e3:8.2f} {tokens / t:10,.0f} {t / base:17.2f}")
+    print(f"slowest variant: {worst:.2f}x the learned + layernorm step time")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,265 @@
+"""Every position scheme x normalization (x placement) must keep the model's promises."""
+
+import itertools
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+
+from gptcli.config import ModelConfig, load_config
+from gptcli.errors import GptcliError
+from gptcli.model import GPT, count_params_formula
+from gptcli.model.gpt import PLACEMENTS
+from gptcli.model.norms import NORMS, BatchNorm, RMSNorm
+from gptcli.model.positions import (
+    POSITIONS,
+    RelativePositionBias,
+    RotaryPositions,
+    alibi_slopes,
+    sincos_table,
+)
+
+VOCAB = 40
+POSITION_NAMES = POSITIONS.names()
+NORM_NAMES = NORMS.names()
+GRID = list(itertools.product(POSITION_NAMES, NORM_NAMES, PLACEMENTS.names()))
+ids = ["-".join(v) for v in GRID]
+
+
+def test_the_grid_is_complete():
+    assert set(POSITION_NAMES) == {"none", "sincos", "learned", "relative", "rope", "alibi"}
+    assert set(NORM_NAMES) == {"layernorm", "rmsnorm", "batchnorm", "none"}
+
+
+def build(position, norm, placement="pre", **kw):
+    cfg = ModelConfig(
+        n_layer=2, n_head=2, n_embd=32, block_size=16, position=position, norm=norm,
+        norm_placement=placement, relative_buckets=8, relative_max_distance=16, **kw,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    with pytest.warns(UserWarning, match="future") if norm == "batchnorm" else _nothing():
+        model = GPT(cfg, VOCAB)
+    # Move every parameter off its init so that no part is an identity by accident.
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return model
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def future_changes_past(model, training: bool) -> bool:
+    model.train(training)
+    idx = torch.randint(VOCAB, (4, 16), generator=torch.Generator().manual_seed(1))
+    t = 10
+    changed = idx.clone()
+    changed[:, t:] = (changed[:, t:] + 7) % VOCAB
+    with torch.no_grad():
+        a, _ = model(idx)
+        b, _ = model(changed)
+    assert not torch.allclose(a[:, t:], b[:, t:]), "the change must matter somewhere"
+    return not torch.allclose(a[:, :t], b[:, :t], atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize(("position", "norm", "placement"), GRID, ids=ids)
+def test_causal_in_eval_mode(position, norm, placement):
+    model = build(position, norm, placement)
+    if norm == "batchnorm":  # give the running statistics something to hold
+        model.train()
+        model(torch.randint(VOCAB, (4, 16)))
+    assert not future_changes_past(model, training=False)
+
+
+@pytest.mark.parametrize(("position", "norm", "placement"), GRID, ids=ids)
+def test_causal_in_train_mode_except_batchnorm(position, norm, placement):
+    model = build(position, norm, placement)
+    assert future_changes_past(model, training=True) == (norm == "batchnorm")
+
+
+@pytest.mark.parametrize(("position", "norm", "placement"), GRID, ids=ids)
+def test_overfits_a_tiny_batch(position, norm, placement):
+    model = build(position, norm, placement).train()
+    g = torch.Generator().manual_seed(2)
+    idx = torch.randint(VOCAB, (4, 17), generator=g)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(80):
+        logits, loss = model(idx[:, :-1], idx[:, 1:])
+        assert logits.shape == (4, 16, VOCAB) and torch.isfinite(loss)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[0] > 3.0
+    # Every variant, even without positions, can memorise 4 sequences of 16 random tokens.
+    assert min(losses[-5:]) < 0.5, losses[-5:]
+
+
+@pytest.mark.parametrize(("position", "norm", "placement"), GRID, ids=ids)
+def test_parameter_count_matches_the_formula(position, norm, placement):
+    for bias, tie in [(True, True), (False, False)]:
+        cfg = ModelConfig(
+            n_layer=2, n_head=2, n_embd=32, block_size=16, position=position, norm=norm,
+            norm_placement=placement, bias=bias, tie_embeddings=tie,
+        )  # fmt: skip
+        with torch.device("meta"), _quiet():
+            model = GPT(cfg, VOCAB)
+        assert model.num_params() == count_params_formula(cfg, VOCAB)
+
+
+class _quiet:
+    def __enter__(self):
+        import warnings
+
+        self._w = warnings.catch_warnings()
+        self._w.__enter__()
+        warnings.simplefilter("ignore")
+
+    def __exit__(self, *exc):
+        return self._w.__exit__(*exc)
+
+
+@pytest.mark.parametrize("position", POSITION_NAMES)
+def test_sequences_longer_than_block_size(position):
+    model = build(position, "layernorm").eval()
+    idx = torch.randint(VOCAB, (2, 40))
+    if position == "learned":
+        with pytest.raises(ValueError, match="block_size=16"):
+            model(idx)
+    else:
+        logits, _ = model(idx)
+        assert logits.shape == (2, 40, VOCAB) and torch.isfinite(logits).all()
+        # the first block_size positions are unaffected by what follows
+        short, _ = model(idx[:, :16])
+        torch.testing.assert_close(logits[:, :16], short, atol=1e-5, rtol=1e-5)
+
+
+def test_batchnorm_leak_is_shown_and_eval_mode_is_causal():
+    model = build("learned", "batchnorm")
+    assert future_changes_past(model, training=True)
+    assert not future_changes_past(model, training=False)
+
+
+def test_batchnorm_warns_once_per_model():
+    cfg = ModelConfig(n_layer=3, n_head=2, n_embd=32, block_size=16, norm="batchnorm")
+    with pytest.warns(UserWarning) as record:
+        GPT(cfg, VOCAB)
+    assert len([w for w in record if "future" in str(w.message)]) == 1
+
+
+# --- the parts, each against its definition or an independent implementation ---------------
+
+
+def test_sincos_table_follows_the_formula():
+    table = sincos_table(50, 16)
+    for pos, i in [(0, 0), (3, 2), (49, 7)]:
+        angle = pos / 10000 ** (2 * i / 16)
+        assert table[pos, 2 * i].item() == pytest.approx(math.sin(angle), abs=1e-6)
+        assert table[pos, 2 * i + 1].item() == pytest.approx(math.cos(angle), abs=1e-6)
+    assert sincos_table(5, 7).shape == (5, 7)  # odd widths work too
+
+
+def test_sincos_and_alibi_have_no_parameters():
+    for position in ("sincos", "alibi", "none", "rope"):
+        cfg = ModelConfig(n_layer=1, n_head=2, n_embd=16, block_size=8, position=position)
+        assert sum(p.numel() for p in POSITIONS[position](cfg).parameters()) == 0
+
+
+def test_rope_scores_depend_only_on_distance():
+    cfg = ModelConfig(n_head=2, n_embd=32, block_size=8)
+    rope = RotaryPositions(cfg)
+    q = torch.randn(1, 2, 1, 16).expand(1, 2, 40, 16)
+    k = torch.randn(1, 2, 1, 16).expand(1, 2, 40, 16)
+    rq, rk = rope.rotate(q, k, start=0)
+    scores = (rq @ rk.transpose(-1, -2))[0, 0]
+    for shift in (1, 5, 20):
+        torch.testing.assert_close(scores[3, 1], scores[3 + shift, 1 + shift], atol=1e-4, rtol=0)
+    torch.testing.assert_close(rq.norm(dim=-1), q.norm(dim=-1))  # a rotation keeps lengths
+    # rotating with an offset equals the same positions inside a longer sequence
+    rq7, _ = rope.rotate(q[:, :, :3], k[:, :, :3], start=7)
+    torch.testing.assert_close(rq7, rq[:, :, 7:10])
+
+
+def test_rope_base_is_configurable():
+    a = RotaryPositions(ModelConfig(n_head=2, n_embd=32, rope_base=10000.0))
+    b = RotaryPositions(ModelConfig(n_head=2, n_embd=32, rope_base=500.0))
+    assert a.inv_freq[1] == pytest.approx(10000 ** (-2 / 16))
+    assert b.inv_freq[1] == pytest.approx(500 ** (-2 / 16))
+
+
+def test_alibi_slopes():
+    assert alibi_slopes(8).tolist() == [2.0**-k for k in range(1, 9)]
+    assert alibi_slopes(6).tolist() == [2.0**-k for k in (2, 4, 6, 8, 1, 3)]
+    assert alibi_slopes(1).tolist() == [2.0**-8]
+
+
+def test_alibi_bias_is_a_cached_linear_penalty():
+    cfg = ModelConfig(n_head=4, n_embd=32, position="alibi")
+    alibi = POSITIONS["alibi"](cfg)
+    bias = alibi.attn_bias(5, 5, torch.device("cpu"))
+    slopes = alibi_slopes(4)
+    for h, i, j in [(0, 4, 1), (3, 2, 2), (1, 3, 0)]:
+        assert bias[h, i, j].item() == pytest.approx(-slopes[h].item() * (i - j))
+    assert bias[2, 1, 3] == float("-inf")
+    assert alibi.attn_bias(5, 5, torch.device("cpu")) is bias
+
+
+def test_relative_buckets_are_t5_style():
+    cfg = ModelConfig(n_head=2, n_embd=32, relative_buckets=32, relative_max_distance=128)
+    rel = RelativePositionBias(cfg)
+    d = torch.arange(0, 400)
+    b = rel.bucket(d)
+    assert b[:16].tolist() == list(range(16))  # exact distances
+    assert (b[1:] >= b[:-1]).all() and b.max() == 31 and b.min() == 0
+    assert b[127].item() == 16 + int(math.log(127 / 16) / math.log(8) * 16)
+    assert (b[128:] == 31).all()
+
+
+def test_bias_free_schemes_use_the_fast_causal_path():
+    for position in ("none", "learned", "sincos", "rope"):
+        scheme = POSITIONS[position](ModelConfig(n_head=2, n_embd=32))
+        assert scheme.attn_bias(4, 4, torch.device("cpu")) is None
+    for position in ("alibi", "relative"):
+        scheme = POSITIONS[position](ModelConfig(n_head=2, n_embd=32))
+        assert scheme.attn_bias(4, 4, torch.device("cpu")).shape == (2, 4, 4)
+
+
+def test_rmsnorm_matches_its_definition():
+    norm = RMSNorm(8)
+    with torch.no_grad():
+        norm.weight.normal_()
+    x = torch.randn(3, 5, 8)
+    expected = x / torch.sqrt((x**2).mean(-1, keepdim=True) + 1e-5) * norm.weight
+    torch.testing.assert_close(norm(x), expected)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_batchnorm_matches_torch_batchnorm1d_over_batch_and_time(training):
+    ours, ref = BatchNorm(6), nn.BatchNorm1d(6)
+    with torch.no_grad():
+        ours.weight.normal_()
+        ours.bias.normal_()
+        ref.weight.copy_(ours.weight)
+        ref.bias.copy_(ours.bias)
+    for _ in range(3):  # fill the running statistics the same way
+        x = torch.randn(4, 7, 6) * 2 + 1
+        ours.train()(x)
+        ref.train()(x.reshape(-1, 6))
+    ours.train(training)
+    ref.train(training)
+    x = torch.randn(4, 7, 6)
+    torch.testing.assert_close(ours(x), ref(x.reshape(-1, 6)).view(4, 7, 6))
+
+
+def test_config_refuses_impossible_variant_settings(tmp_path):
+    with pytest.raises(GptcliError, match="even head size"):
+        load_config(None, ["model.position=rope", "model.n_embd=30", "model.n_head=10"])
+    with pytest.raises(GptcliError, match="relative_max_distance"):
+        load_config(None, ["model.position=relative", "model.relative_max_distance=8"])

@@ -218,5 +218,36 @@ def sample(
         typer.echo(prompt + tokenizer.decode(row))
 
 
+@app.command()
+def convert(
+    hf_dir: Path = typer.Argument(..., help="A local Hugging Face GPT-2 directory."),
+    out_dir: Path = typer.Argument(..., help="Where the gptcli checkpoint goes."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing output directory."),
+) -> None:
+    """Convert Hugging Face GPT-2 weights (config.json + model.safetensors or
+    pytorch_model.bin) into a gptcli checkpoint for `sample` and `train.init_from`."""
+    from gptcli import checkpoint, hf
+    from gptcli.model.gpt import count_params_formula
+
+    with user_errors():
+        out = hf.convert(hf_dir, out_dir, force=force)
+        ckpt = checkpoint.load(out)
+    mc = ckpt.config.model
+    console.print(
+        _table(
+            f"converted {hf_dir}",
+            [
+                ("parameters", f"{count_params_formula(mc, ckpt.vocab_size):,}"),
+                ("layers", mc.n_layer),
+                ("heads", mc.n_head),
+                ("width", mc.n_embd),
+                ("context", mc.block_size),
+                ("vocab", f"{ckpt.vocab_size:,}"),
+                ("out dir", out),
+            ],
+        )
+    )
+
+
 def main() -> None:
     app()

@@ -11,14 +11,14 @@ import contextlib
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from gptcli import checkpoint
-from gptcli.config import Config, TrainConfig
+from gptcli.config import Config, ModelConfig, TrainConfig
 from gptcli.dataset import TokenDataset
 from gptcli.errors import GptcliError
 from gptcli.model import GPT
@@ -167,6 +167,40 @@ def _model_differences(a: Config, b: Config) -> list[str]:
     return [f"model.{k}: {db[k]!r} in checkpoint vs {da[k]!r} now" for k in da if da[k] != db[k]]
 
 
+def load_init(path: str, data: TokenDataset) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
+    """train.init_from: a Hugging Face GPT-2 directory or a gptcli checkpoint -> its model config
+    and weights, refused unless its tokenizer is the dataset's."""
+    from gptcli import hf
+
+    if hf.is_hf_dir(path):
+        model_cfg, state = hf.load_hf_gpt2(path)
+        vocab_size, spec = state["wte.weight"].shape[0], hf.GPT2_TOKENIZER
+    else:
+        if not Path(path).exists():
+            raise GptcliError(f"train.init_from {path} does not exist")
+        if not (checkpoint.has_checkpoint(path) or (Path(path) / checkpoint.CONFIG_FILE).is_file()):
+            raise GptcliError(
+                f"train.init_from {path} is neither a gptcli run or checkpoint directory nor a "
+                "Hugging Face GPT-2 directory (config.json with model.safetensors or "
+                "pytorch_model.bin)"
+            )
+        ckpt = checkpoint.load(path, "best")
+        model_cfg, state = ckpt.config.model, ckpt.model_state()
+        vocab_size, spec = ckpt.vocab_size, ckpt.tokenizer_spec
+    how = f"prepare the data with --tokenizer {spec.get('type')}"
+    if vocab_size != data.vocab_size:
+        raise GptcliError(
+            f"train.init_from {path} has vocab {vocab_size} but data.dir's dataset has "
+            f"{data.vocab_size}; {how}"
+        )
+    if spec != data.tokenizer_spec:
+        raise GptcliError(
+            f"train.init_from {path} uses another tokenizer ({spec.get('type')}) than data.dir's "
+            f"dataset ({data.tokenizer_spec.get('type')}); {how} and the same corpus"
+        )
+    return model_cfg, state
+
+
 def train(
     cfg: Config,
     *,
@@ -178,7 +212,6 @@ def train(
     tc, mc = cfg.train, cfg.model
     out_dir = Path(tc.out_dir)
     data = TokenDataset(cfg.data.dir)
-    data.check_block_size(mc.block_size)
     device = resolve_device(tc.device)
     precision = resolve_precision(tc.precision, device)
 
@@ -190,14 +223,38 @@ def train(
     if resume and not checkpoint.has_checkpoint(out_dir):
         raise GptcliError(f"nothing to resume: {out_dir} holds no checkpoint")
 
+    init_state = None
+    if tc.init_from:
+        # The source decides the architecture; dropout stays the user's, as fine-tuning may add
+        # it. A resumed run already started from init_from and its checkpoint holds the result.
+        if resume:
+            source = checkpoint.load(out_dir, "latest").config.model
+        else:
+            source, init_state = load_init(tc.init_from, data)
+        cfg = replace(cfg, model=replace(source, dropout=mc.dropout))
+        mc = cfg.model
+    data.check_block_size(mc.block_size)
+
     torch.manual_seed(tc.seed)
     model = GPT(mc, data.vocab_size).to(device)
+    if init_state is not None:
+        try:
+            model.load_state_dict(init_state)
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise GptcliError(f"train.init_from {tc.init_from} does not fit ({first})") from None
     optimizer = make_optimizer(model, tc, device)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     start_step, best_val, best_step = 0, math.inf, 0
 
     if resume:
         ckpt = checkpoint.load(out_dir, "latest")
+        state = ckpt.trainer_state()
+        if "optimizer" not in state:
+            raise GptcliError(
+                f"{ckpt.dir} holds weights but no training state (e.g. from `gptcli convert`); "
+                f"start a new run (another --out) with train.init_from: {out_dir}"
+            )
         if diffs := _model_differences(cfg, ckpt.config):
             raise GptcliError("cannot resume: the model config differs: " + "; ".join(diffs))
         if ckpt.vocab_size != data.vocab_size:
@@ -206,7 +263,6 @@ def train(
                 f"{data.vocab_size} (data.dir {cfg.data.dir})"
             )
         model.load_state_dict(ckpt.model_state())
-        state = ckpt.trainer_state()
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
         start_step, best_step = state["step"], state["best_step"]

@@ -1,3 +1,13 @@
 """gptcli: prepare a corpus, train a GPT-2-style model with switchable parts, sample from it."""
 
 __version__ = "0.1.0"
+
+
+def load(path, which: str = "best", device="auto"):
+    """A trained checkpoint, ready to sample: `gptcli.load("out/demo").generate("ROMEO:")`.
+
+    Defined here lazily so that `import gptcli` stays light (torch loads on first use).
+    """
+    from gptcli.generate import load as _load
+
+    return _load(path, which, device)

@@ -182,14 +182,25 @@ def sample(
     top_p: float | None = typer.Option(None, min=0.0, max=1.0, help="Nucleus mass; 1 disables."),
     seed: int | None = typer.Option(None, help="Random seed: the same seed, the same sample."),
     num_samples: int | None = typer.Option(None, min=1, help="Samples, generated as one batch."),
+    stop: list[str] = typer.Option(
+        [], "--stop", help="End a sample at this text, which is not printed (repeatable)."
+    ),
+    stream: bool | None = typer.Option(
+        None, "--stream/--no-stream", help="Print text as it is generated [default: on a tty]."
+    ),
+    window: bool = typer.Option(
+        True,
+        "--window/--no-window",
+        help="Slide a block_size window over long contexts; --no-window grows past it "
+        "(every position scheme but learned).",
+    ),
     which: str = typer.Option("best", help="best | latest, when given a run directory."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N | mps"),
 ) -> None:
-    """Generate text from a trained checkpoint."""
-    import torch
+    """Generate text from a trained checkpoint (with a KV cache)."""
+    import sys
 
-    from gptcli.generate import generate, load_model
-    from gptcli.train import resolve_device
+    from gptcli.generate import load
 
     with user_errors():
         if prompt_file is not None:
@@ -197,25 +208,34 @@ def sample(
                 prompt = prompt_file.read_text(encoding="utf-8")
             except (OSError, UnicodeDecodeError) as exc:
                 raise GptcliError(f"cannot read --prompt-file {prompt_file}: {exc}") from None
-        dev = resolve_device(device)
-        model, tokenizer, ckpt = load_model(checkpoint, which, dev)
-        sc = ckpt.config.sample
-        n_new = sc.max_new_tokens if max_new_tokens is None else max_new_tokens
-        temp = sc.temperature if temperature is None else temperature
-        k = sc.top_k if top_k is None else (top_k or None)
-        p = sc.top_p if top_p is None else top_p
-        if p <= 0:
-            raise GptcliError("--top-p must be in (0, 1]")
-        n = sc.num_samples if num_samples is None else num_samples
-        ids = tokenizer.encode(prompt) if prompt else tokenizer.start_ids()
-        g = torch.Generator(dev).manual_seed(sc.seed if seed is None else seed)
-        idx = torch.tensor([ids] * n, dtype=torch.long, device=dev)
-        steps = list(generate(model, idx, n_new, temp, k, p, g))
-    new = torch.stack(steps, dim=1).tolist() if steps else [[] for _ in range(n)]
-    for i, row in enumerate(new):
+        model = load(checkpoint, which, device)
+        n = model.checkpoint.config.sample.num_samples if num_samples is None else num_samples
+        pieces = model.generate_streams(
+            prompt,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            seed=seed,
+            num_samples=n,
+            stop=stop,
+            window=window,
+        )
+        live = sys.stdout.isatty() if stream is None else stream
+        if live and n == 1:
+            sys.stdout.write(prompt)
+            for new in pieces:
+                sys.stdout.write(new[0])
+                sys.stdout.flush()
+            sys.stdout.write("\n")
+            return
+        texts = [prompt] * n
+        for new in pieces:
+            texts = [text + piece for text, piece in zip(texts, new, strict=True)]
+    for i, text in enumerate(texts):
         if i:
             typer.echo("-" * 40)
-        typer.echo(prompt + tokenizer.decode(row))
+        typer.echo(text)
 
 
 @app.command()

@@ -1,7 +1,21 @@
-"""Sampling from a trained model: temperature, top-k, top-p, seeds."""
+"""Sampling: a KV cache, the context-window rule, temperature / top-k / top-p, seeds, stop
+strings and streaming text, plus `load()`, the Python API that `gptcli sample` also uses.
+
+The window rule (the same with and without the cache, so both produce the same tokens):
+a prompt longer than block_size is cut to its last block_size tokens; when a new token no
+longer fits, the window restarts at the last block_size // 2 tokens. With the cache, each
+restart re-runs those block_size // 2 tokens once (a prefill) and the next block_size // 2
+tokens are again one cheap step each, so sliding costs one half-window forward per half-window
+of new tokens. A cache cannot simply drop its oldest entry instead: the kept keys and values of
+layers above the first were computed while attending to the dropped tokens, so they differ from
+what re-running the window gives; and absolute schemes (learned, sincos) would also need every
+position renumbered. `window=False` never slides: the sequence grows past block_size, which
+every scheme but `learned` can encode.
+"""
 
 from __future__ import annotations
 
+import codecs
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -68,16 +82,145 @@ def generate(
     top_k: int | None = None,
     top_p: float = 1.0,
     generator: torch.Generator | None = None,
+    use_cache: bool = True,
+    window: bool = True,
 ) -> Iterator[torch.Tensor]:
-    """Yield (B,) next ids, one step at a time, from a (B, T) prompt.
+    """Yield (B,) next ids, one step at a time, from a (B, T) prompt, in eval mode.
 
-    Every step re-runs the last block_size tokens (a sliding window): simple and correct for
-    every position scheme; a KV cache makes this faster without changing the result.
+    use_cache=False re-runs the whole window for every token: the reference the cache must
+    match token for token.
     """
-    block_size = model.cfg.block_size
-    for _ in range(max_new_tokens):
-        context = idx[:, -block_size:]
-        logits, _ = model(context)
-        next_id = sample_next(logits[:, -1, :], temperature, top_k, top_p, generator)
-        idx = torch.cat([idx, next_id], dim=1)
-        yield next_id[:, 0]
+    block = model.cfg.block_size
+    if not window and model.positions.max_len is not None:
+        raise GptcliError(
+            f"'{model.cfg.position}' positions cannot extend past block_size={block}; "
+            "generate with the sliding window instead"
+        )
+    keep = max(1, block // 2)
+    start = max(0, idx.shape[1] - block) if window else 0  # the window is idx[:, start:]
+    cache, cached = None, start  # idx[:, start:cached] is in the cache
+    was_training = model.training
+    model.eval()
+    try:
+        for step in range(max_new_tokens):
+            n = idx.shape[1]
+            if window and n - start > block:
+                start = n - keep
+                cache, cached = None, start
+            if not use_cache:
+                logits, _ = model(idx[:, start:])
+            else:
+                if cache is None:
+                    capacity = block if window else n + max_new_tokens - step
+                    cache = model.new_cache(idx.shape[0], capacity)
+                logits, _ = model(idx[:, cached:], cache=cache)
+                cached = n
+            next_id = sample_next(logits[:, -1, :], temperature, top_k, top_p, generator)
+            idx = torch.cat([idx, next_id], dim=1)
+            yield next_id[:, 0]
+    finally:
+        model.train(was_training)
+
+
+class TextStream:
+    """Token ids in, text out, as soon as it is complete: a multi-byte character split across
+    tokens is held back until its last byte arrives. Stop strings end the stream; the text
+    that could still be the start of one is held back too, so a stop string never shows."""
+
+    def __init__(self, tokenizer: Tokenizer, stop: list[str] | tuple[str, ...] = ()):
+        self.tokenizer = tokenizer
+        self.stop = [s for s in stop if s]
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.text = ""
+        self.emitted = 0
+        self.stopped = False
+
+    def push(self, token_id: int) -> str:
+        """Add one token; return the text that became final."""
+        if self.stopped:
+            return ""
+        self.text += self.decoder.decode(self.tokenizer.decode_bytes([token_id]))
+        hits = [i for i in (self.text.find(s, max(0, self.emitted - len(s))) for s in self.stop)]
+        hits = [i for i in hits if i >= 0]
+        if hits:
+            self.stopped = True
+            self.text = self.text[: min(hits)]
+            return self._emit(len(self.text))
+        hold = max((len(s) - 1 for s in self.stop), default=0)
+        return self._emit(len(self.text) - hold)
+
+    def finish(self) -> str:
+        """The rest of the text, once no more tokens will come."""
+        if not self.stopped:
+            self.text += self.decoder.decode(b"", final=True)
+        return self._emit(len(self.text))
+
+    def _emit(self, end: int) -> str:
+        end = max(end, self.emitted)
+        piece = self.text[self.emitted : end]
+        self.emitted = end
+        return piece
+
+
+class LoadedModel:
+    """A model with its tokenizer and sampling defaults: what `gptcli.load()` returns."""
+
+    def __init__(self, model: GPT, tokenizer: Tokenizer, ckpt: checkpoint.Checkpoint):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.checkpoint = ckpt
+        self.device = next(model.parameters()).device
+
+    def encode_prompt(self, prompt: str) -> list[int]:
+        return self.tokenizer.encode(prompt) if prompt else self.tokenizer.start_ids()
+
+    def generate_streams(
+        self,
+        prompt: str = "",
+        *,
+        max_new_tokens: int | None = None,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+        num_samples: int = 1,
+        stop: list[str] | tuple[str, ...] = (),
+        window: bool = True,
+    ) -> Iterator[list[str]]:
+        """Yield, after each generated token, the new text of each of num_samples samples
+        (generated as one batch); unset options come from the checkpoint's sample config."""
+        sc = self.checkpoint.config.sample
+        n_new = sc.max_new_tokens if max_new_tokens is None else max_new_tokens
+        temperature = sc.temperature if temperature is None else temperature
+        top_k = sc.top_k if top_k is None else (top_k or None)
+        top_p = sc.top_p if top_p is None else top_p
+        if not 0 < top_p <= 1:
+            raise GptcliError(f"top_p must be in (0, 1], got {top_p}")
+        ids = self.encode_prompt(prompt)
+        g = torch.Generator(self.device).manual_seed(sc.seed if seed is None else seed)
+        idx = torch.tensor([ids] * num_samples, dtype=torch.long, device=self.device)
+        streams = [TextStream(self.tokenizer, stop) for _ in range(num_samples)]
+        steps = generate(self.model, idx, n_new, temperature, top_k, top_p, g, window=window)
+        for next_ids in steps:
+            yield [s.push(t) for s, t in zip(streams, next_ids.tolist(), strict=True)]
+            if all(s.stopped for s in streams):
+                break
+        yield [s.finish() for s in streams]
+
+    def generate(self, prompt: str = "", **options) -> Iterator[str]:
+        """Yield the text of one sample piece by piece (see generate_streams for options)."""
+        for pieces in self.generate_streams(prompt, num_samples=1, **options):
+            if pieces[0]:
+                yield pieces[0]
+
+
+def load(path: str | Path, which: str = "best", device: str | torch.device = "auto") -> LoadedModel:
+    """Load a checkpoint (a run directory or one checkpoint) for sampling, e.g. in a notebook:
+
+    m = gptcli.load("out/demo")
+    print("".join(m.generate("ROMEO:", max_new_tokens=100)))
+    """
+    from gptcli.train import resolve_device
+
+    dev = resolve_device(device) if isinstance(device, str) else device
+    return LoadedModel(*load_model(path, which, dev))

@@ -28,6 +28,10 @@ class Tokenizer(ABC):
         """Text for ids; never raises on a sequence cut inside a multi-byte character."""
 
     @abstractmethod
+    def decode_bytes(self, ids: list[int]) -> bytes:
+        """The raw UTF-8 bytes of ids, for decoding a stream incrementally."""
+
+    @abstractmethod
     def spec(self) -> dict[str, Any]: ...
 
     @classmethod
@@ -72,6 +76,9 @@ class GPT2Tokenizer(Tokenizer):
     def decode(self, ids: list[int]) -> str:
         return self.enc.decode(list(ids), errors="replace")
 
+    def decode_bytes(self, ids: list[int]) -> bytes:
+        return self.enc.decode_bytes(list(ids))
+
     def spec(self) -> dict[str, Any]:
         return {"type": self.name}
 
@@ -113,6 +120,9 @@ class CharTokenizer(Tokenizer):
 
     def decode(self, ids: list[int]) -> str:
         return "".join(self.chars[i] for i in ids)
+
+    def decode_bytes(self, ids: list[int]) -> bytes:
+        return self.decode(ids).encode("utf-8")
 
     def spec(self) -> dict[str, Any]:
         return {"type": self.name, "chars": self.chars}

@@ -140,3 +140,62 @@ def test_python_dash_m_entry_point():
 def test_each_command_has_help(command):
     result = invoke(command, "--help")
     assert result.exit_code == 0 and "Usage" in result.output
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """A tiny char model trained once for the sampling tests of this module."""
+    from gptcli.prepare import prepare
+
+    from .conftest import make_text
+
+    tmp = tmp_path_factory.mktemp("sampling")
+    (tmp / "corpus.txt").write_text(make_text())
+    data = prepare(input_path=tmp / "corpus.txt", tokenizer="char", out_dir=tmp / "data").out_dir
+    config = write_config(tmp, data, model={"position": "rope"})
+    assert invoke("train", "--config", config, "--out", tmp / "run").exit_code == 0
+    return tmp / "run"
+
+
+def test_stop_strings_end_the_sample_without_showing(trained_run):
+    args = ["sample", "--checkpoint", trained_run, "--prompt", "The", "--seed", "3"]
+    full = invoke(*args, "--max-new-tokens", 200).output
+    stop = full[len("The") :].split(".")[0][-3:] + "."  # text the sample is known to reach
+    result = invoke(*args, "--max-new-tokens", 200, "--stop", stop)
+    assert result.exit_code == 0
+    assert result.output == full[: full.index(stop, len("The"))] + "\n"
+
+
+def test_streamed_output_equals_the_batch_output(trained_run):
+    args = ["sample", "--checkpoint", trained_run, "--max-new-tokens", 60, "--seed", "4"]
+    streamed = invoke(*args, "--stream", "--prompt", "A")
+    plain = invoke(*args, "--no-stream", "--prompt", "A")
+    assert streamed.exit_code == plain.exit_code == 0
+    assert streamed.output == plain.output and len(plain.output) == 1 + 60 + 1
+
+
+def test_prompt_file_and_no_window(trained_run, tmp_path):
+    (tmp_path / "p.txt").write_text("The dog")
+    args = ["sample", "--checkpoint", trained_run, "--max-new-tokens", 80, "--temperature", 0]
+    from_file = invoke(*args, "--prompt-file", tmp_path / "p.txt", "--no-window")
+    assert from_file.exit_code == 0 and from_file.output.startswith("The dog")
+    assert len(from_file.output) == len("The dog") + 80 + 1  # past block_size=32: rope allows it
+
+
+def test_python_api(trained_run):
+    import gptcli
+
+    model = gptcli.load(trained_run, device="cpu")
+    text = "".join(model.generate("The", max_new_tokens=30, seed=1))
+    assert len(text) == 30
+    assert text == "".join(model.generate("The", max_new_tokens=30, seed=1))
+    cli = invoke("sample", "--checkpoint", trained_run, "--prompt", "The", "--seed", 1,
+                 "--max-new-tokens", 30, "--no-stream")  # fmt: skip
+    assert cli.output == "The" + text + "\n"
+
+
+def test_learned_positions_refuse_no_window(tmp_path, char_data):
+    config = write_config(tmp_path, char_data, train={"max_iters": 2, "eval_interval": 2})
+    assert invoke("train", "--config", config, "--out", tmp_path / "run").exit_code == 0
+    result = invoke("sample", "--checkpoint", tmp_path / "run", "--no-window")
+    one_error_line(result, "block_size=32")

@@ -66,3 +66,124 @@ def test_generation_slides_past_block_size(model):
         generate(model, idx, 20, temperature=1.0, generator=torch.Generator().manual_seed(0))
     )
     assert len(out) == 20 and out[0].shape == (2,)
+
+
+# --- the KV cache: for every variant, cached generation equals re-running the window --------
+
+import itertools  # noqa: E402
+import warnings  # noqa: E402
+
+from gptcli.errors import GptcliError  # noqa: E402
+from gptcli.generate import TextStream  # noqa: E402
+from gptcli.model.norms import NORMS  # noqa: E402
+from gptcli.model.positions import POSITIONS  # noqa: E402
+from gptcli.tokenizers import CharTokenizer  # noqa: E402
+
+VARIANTS = list(itertools.product(POSITIONS.names(), NORMS.names()))
+
+
+def variant(position, norm, placement="pre"):
+    cfg = ModelConfig(
+        n_layer=3, n_head=2, n_embd=32, block_size=12, position=position, norm=norm,
+        norm_placement=placement, relative_buckets=8, relative_max_distance=16,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = GPT(cfg, 30)
+    with torch.no_grad():
+        for p in model.parameters():  # well away from init, so that every part matters
+            p.add_(torch.randn_like(p) * 0.1)
+    model.train()
+    model(torch.randint(30, (4, 12)))  # batchnorm: running statistics that are not the init
+    return model.eval()
+
+
+@pytest.mark.parametrize(("position", "norm"), VARIANTS, ids=["-".join(v) for v in VARIANTS])
+def test_cached_logits_equal_a_full_forward(position, norm):
+    model = variant(position, norm)
+    idx = torch.randint(30, (2, 12), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        full, _ = model(idx)
+        cache = model.new_cache(2, 12)
+        parts = [model(idx[:, :5], cache=cache)[0]]  # a prefill ...
+        parts += [model(idx[:, t : t + 1], cache=cache)[0] for t in range(5, 9)]  # ... steps
+        parts.append(model(idx[:, 9:], cache=cache)[0])  # ... and a chunk after the cache
+    # fp32 rounding differs between one long attention call and many short ones
+    torch.testing.assert_close(torch.cat(parts, dim=1), full, atol=1e-3, rtol=1e-3)
+
+
+@pytest.mark.parametrize("placement", ["pre", "post"])
+@pytest.mark.parametrize(("position", "norm"), VARIANTS, ids=["-".join(v) for v in VARIANTS])
+def test_cached_greedy_equals_uncached_within_and_past_the_window(position, norm, placement):
+    model = variant(position, norm, placement)
+    idx = torch.randint(30, (2, 4), generator=torch.Generator().manual_seed(4))
+    # 40 new tokens on a 12-token window: the window restarts several times.
+    cached = torch.stack(list(generate(model, idx, 40, temperature=0.0)), dim=1)
+    plain = torch.stack(list(generate(model, idx, 40, temperature=0.0, use_cache=False)), dim=1)
+    assert torch.equal(cached, plain)
+
+
+@pytest.mark.parametrize("position", ["none", "sincos", "rope", "alibi", "relative"])
+def test_no_window_extends_past_block_size(position):
+    model = variant(position, "layernorm")
+    idx = torch.randint(30, (1, 4), generator=torch.Generator().manual_seed(5))
+    kw = {"temperature": 0.0, "window": False}
+    cached = torch.stack(list(generate(model, idx, 30, **kw)), dim=1)
+    plain = torch.stack(list(generate(model, idx, 30, use_cache=False, **kw)), dim=1)
+    assert torch.equal(cached, plain)
+    # ... and the long context is used: it differs from the sliding window's result
+    windowed = torch.stack(list(generate(model, idx, 30, temperature=0.0)), dim=1)
+    assert cached.shape == windowed.shape == (1, 30)
+
+
+def test_learned_positions_cannot_drop_the_window():
+    model = variant("learned", "layernorm")
+    with pytest.raises(GptcliError, match="block_size=12"):
+        list(generate(model, torch.zeros(1, 2, dtype=torch.long), 5, window=False))
+
+
+def test_a_long_prompt_is_cut_to_the_window():
+    model = variant("learned", "layernorm")
+    idx = torch.randint(30, (1, 30))
+    out = list(generate(model, idx, 3, temperature=0.0))
+    logits, _ = model(idx[:, -12:])
+    assert out[0].item() == logits[0, -1].argmax().item()
+
+
+def test_generate_restores_training_mode():
+    model = variant("rope", "layernorm").train()
+    list(generate(model, torch.zeros(1, 1, dtype=torch.long), 3))
+    assert model.training
+
+
+class ByteTokenizer(CharTokenizer):
+    """One token per UTF-8 byte, so multi-byte characters are split across tokens."""
+
+    def __init__(self):
+        super().__init__("".join(chr(i) for i in range(256)))
+
+    def decode_bytes(self, ids):
+        return bytes(ids)
+
+
+def stream_text(text, stop=(), tokenizer=None):
+    stream = TextStream(tokenizer or ByteTokenizer(), stop)
+    pieces = [stream.push(b) for b in text.encode("utf-8")]
+    pieces.append(stream.finish())
+    return pieces
+
+
+def test_stream_holds_split_characters_until_complete():
+    pieces = stream_text("a好🙂b")
+    assert "".join(pieces) == "a好🙂b"
+    assert "\ufffd" not in "".join(pieces)
+    assert pieces[:4] == ["a", "", "", "好"]  # 好 is three bytes
+
+
+def test_stream_stops_before_a_stop_string_and_never_shows_it():
+    pieces = stream_text("one two\n\nthree", stop=["\n\n"])
+    assert "".join(pieces) == "one two"
+    pieces = stream_text("abcabd", stop=["xyz", "abd"])
+    assert "".join(pieces) == "abc"
+    assert "".join(stream_text("no stop here", stop=["zz"])) == "no stop here"

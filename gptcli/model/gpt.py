@@ -8,10 +8,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from gptcli.config import ModelConfig
-from gptcli.model.attention import CausalSelfAttention
+from gptcli.model.attention import CausalSelfAttention, LayerKV
 from gptcli.model.mlp import MLP, hidden_size
 from gptcli.model.norms import NORMS
-from gptcli.model.positions import POSITIONS, PositionScheme
+from gptcli.model.positions import POSITIONS, PositionScheme, causal_mask
 from gptcli.registry import Registry
 
 PLACEMENTS: Registry[type["Block"]] = Registry("norm placement")
@@ -34,8 +34,8 @@ class Block(nn.Module):
 class PreNormBlock(Block):
     """GPT-2: normalise the input of each sublayer; the residual stream stays unnormalised."""
 
-    def forward(self, x, positions, start, attn_bias):
-        x = x + self.attn(self.ln_1(x), positions, start, attn_bias)
+    def forward(self, x, positions, start, attn_bias, kv=None):
+        x = x + self.attn(self.ln_1(x), positions, start, attn_bias, kv)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -45,8 +45,8 @@ class PostNormBlock(Block):
 
     final_norm = False
 
-    def forward(self, x, positions, start, attn_bias):
-        x = self.ln_1(x + self.attn(x, positions, start, attn_bias))
+    def forward(self, x, positions, start, attn_bias, kv=None):
+        x = self.ln_1(x + self.attn(x, positions, start, attn_bias, kv))
         return self.ln_2(x + self.mlp(x))
 
 
@@ -93,9 +93,26 @@ class GPT(nn.Module):
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, start: int = 0):
-        """idx: (B, T) token ids at positions start..start+T-1 -> (logits (B, T, vocab), loss)."""
+    def new_cache(self, batch_size: int, capacity: int) -> list[LayerKV]:
+        """An empty KV cache (one LayerKV per block) for `capacity` positions."""
+        cfg = self.cfg
+        shape = (batch_size, cfg.n_head, capacity, cfg.n_embd // cfg.n_head)
+        p = self.wte.weight
+        return [LayerKV(shape, p.device, p.dtype) for _ in range(cfg.n_layer)]
+
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        cache: list[LayerKV] | None = None,
+    ):
+        """idx: (B, T) token ids -> (logits (B, T, vocab), loss or None).
+
+        With a cache, idx holds the tokens after those already cached: they sit at positions
+        cache_length.. and attend to the cached keys and values, which the call extends.
+        """
         T = idx.shape[1]
+        start = cache[0].length if cache else 0
         max_len = self.positions.max_len
         if max_len is not None and start + T > max_len:
             raise ValueError(
@@ -104,9 +121,12 @@ class GPT(nn.Module):
                 "crop the input to block_size tokens"
             )
         x = self.drop(self.positions.embed(self.wte(idx), start))
-        attn_bias = self.positions.attn_bias(T, T, idx.device)
-        for block in self.blocks:
-            x = block(x, self.positions, start, attn_bias)
+        attn_bias = self.positions.attn_bias(T, start + T, idx.device)
+        if attn_bias is None and start and T > 1:
+            # New queries after cached keys: is_causal would align the mask to the wrong corner.
+            attn_bias = causal_mask(T, start + T, idx.device)
+        for i, block in enumerate(self.blocks):
+            x = block(x, self.positions, start, attn_bias, cache[i] if cache else None)
         logits = self.lm_head(self.ln_f(x))
         loss = None
         if targets is not None:

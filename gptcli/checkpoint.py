@@ -28,6 +28,7 @@ MODEL_FILE = "model.pt"
 TRAINER_FILE = "trainer.pt"
 CONFIG_FILE = "config.json"
 _STEP_DIR = re.compile(r"^step-\d+$")
+_TMP_DIR = re.compile(r"^\.step-\d+\.tmp-")
 
 
 @dataclass
@@ -82,6 +83,12 @@ def has_checkpoint(run_dir: Path) -> bool:
     return (Path(run_dir) / POINTER).exists()
 
 
+def forget(run_dir: Path) -> None:
+    """Start a run directory over: without its pointer the old checkpoints are no run to resume,
+    and the next save prunes them. One atomic unlink, so a kill leaves the old run or none."""
+    (Path(run_dir) / POINTER).unlink(missing_ok=True)
+
+
 def save(
     run_dir: Path,
     *,
@@ -113,25 +120,28 @@ def save(
             },
         )
         final = run_dir / name
-        if final.exists():  # the same step saved again (e.g. the end of a resumed run)
-            shutil.rmtree(final)
+        best = step_dir_name(best_step)
+        if final.exists():
+            # Replacing what the pointer names would leave it naming nothing for a moment.
+            pointer = read_pointer(run_dir) or {}
+            if name in (pointer.get("latest"), pointer.get("best")):
+                raise GptcliError(f"{final} is a checkpoint {POINTER} names; not replacing it")
+            shutil.rmtree(final)  # left by a process killed before the pointer named it
         os.replace(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    pointer = {
-        "latest": name,
-        "best": step_dir_name(best_step),
-        "best_val_loss": best_val_loss,
-    }
+    pointer = {"latest": name, "best": best, "best_val_loss": best_val_loss}
     write_json_atomic(run_dir / POINTER, pointer)
-    _prune(run_dir, keep={pointer["latest"], pointer["best"]})
+    _prune(run_dir, keep={name, best})
     return final
 
 
 def _prune(run_dir: Path, keep: set[str]) -> None:
+    # Also the temporary directories of saves that a killed process left half-written.
     for child in run_dir.iterdir():
-        if child.is_dir() and _STEP_DIR.match(child.name) and child.name not in keep:
+        named = _STEP_DIR.match(child.name) or _TMP_DIR.match(child.name)
+        if child.is_dir() and named and child.name not in keep:
             shutil.rmtree(child, ignore_errors=True)
 
 

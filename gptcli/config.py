@@ -48,6 +48,7 @@ class ModelConfig:
 class TrainConfig:
     batch_size: int = 12
     grad_accum: int = 1
+    tokens_per_step: int | None = None  # when set, decides grad_accum
     max_iters: int = 2000
     lr: float = 1e-3
     min_lr: float = 1e-4
@@ -124,6 +125,7 @@ _RULES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "model.relative_max_distance": (lambda v: v >= 1, "an integer >= 1"),
     "train.batch_size": (lambda v: v >= 1, "an integer >= 1"),
     "train.grad_accum": (lambda v: v >= 1, "an integer >= 1"),
+    "train.tokens_per_step": (lambda v: v is None or v >= 1, "an integer >= 1 or null"),
     "train.max_iters": (lambda v: v >= 0, "an integer >= 0"),
     "train.lr": (lambda v: v > 0, "a number > 0"),
     "train.min_lr": (lambda v: v >= 0, "a number >= 0"),

@@ -6,6 +6,10 @@ import os
 import random
 from pathlib import Path
 
+# Tiny models gain nothing from intra-op threads, and on a busy 2-core machine the thread pool
+# can stall a step for a second; subprocesses (CLI, torchrun) inherit this too.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import pytest
 
 from gptcli.config import config_from_dict

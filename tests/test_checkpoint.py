@@ -71,3 +71,42 @@ def test_not_a_checkpoint(tmp_path):
         checkpoint.load(tmp_path / "missing")
     with pytest.raises(GptcliError, match="holds no checkpoint"):
         checkpoint.load(tmp_path)
+
+
+def test_a_checkpoint_the_pointer_names_is_never_replaced(run):
+    with pytest.raises(GptcliError, match="not replacing it"):
+        checkpoint.save(run, step=20, **_payload(run))
+    assert checkpoint.load(run, "latest").step == 20
+
+
+def test_leftovers_of_a_killed_save_are_cleaned_up(run):
+    # A process killed mid-save leaves a temporary dir, or a full step dir the pointer never
+    # named; neither is ever read, and the next save removes or replaces them.
+    (run / ".step-0000030.tmp-abc").mkdir()
+    (run / "step-0000030").mkdir()
+    checkpoint.save(run, step=30, **_payload(run))
+    assert checkpoint.load(run, "latest").step == 30
+    assert not [p for p in run.iterdir() if ".tmp-" in p.name]
+
+
+def test_force_starts_over_without_a_broken_pointer(run, tmp_path, char_data):
+    # Killed right after --force forgot the old run: no run to resume, but nothing broken.
+    checkpoint.forget(run)
+    assert not checkpoint.has_checkpoint(run)
+    cfg = tiny_config(char_data, run, train={"max_iters": 10, "eval_interval": 10})
+    train(cfg)  # the old step dirs are no run: no --force needed, and they get pruned
+    assert sorted(p.name for p in run.iterdir() if p.name.startswith("step-")) == ["step-0000010"]
+
+
+def _payload(run):
+    ckpt = checkpoint.load(run, "latest")
+    return {
+        "model_state": ckpt.model_state(),
+        "trainer_state": ckpt.trainer_state(),
+        "config": ckpt.config,
+        "vocab_size": ckpt.vocab_size,
+        "tokenizer_spec": ckpt.tokenizer_spec,
+        "best_step": 20,
+        "best_val_loss": 1.0,
+        "val_loss": 1.0,
+    }

@@ -1,13 +1,24 @@
 import json
+import math
 
 import pytest
 import torch
+import yaml
 
 from gptcli import checkpoint
-from gptcli.config import TrainConfig
+from gptcli.config import ModelConfig, TrainConfig
 from gptcli.errors import GptcliError
 from gptcli.model import GPT
-from gptcli.train import lr_at, make_optimizer, resolve_device, resolve_precision, train
+from gptcli.train import (
+    Callbacks,
+    flops_per_token,
+    lr_at,
+    make_optimizer,
+    peak_flops,
+    resolve_device,
+    resolve_precision,
+    train,
+)
 
 from .conftest import tiny_config
 
@@ -94,3 +105,92 @@ def test_bf16_autocast_trains_on_cpu(tmp_path, char_data):
     cfg = tiny_config(char_data, tmp_path / "run", train={"precision": "bf16", "max_iters": 20})
     result = train(cfg)
     assert result.last_eval.val_loss < result.first_eval.val_loss
+
+
+def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(
+    tmp_path, char_data, monkeypatch
+):
+    from gptcli import train as train_module
+
+    real_lr_at = train_module.lr_at
+    # An infinite learning rate from step 12 on turns the weights, then the loss, to nan.
+    monkeypatch.setattr(
+        train_module, "lr_at", lambda step, tc: math.inf if step >= 12 else real_lr_at(step, tc)
+    )
+    run = tmp_path / "run"
+    cfg = tiny_config(char_data, run, train={"eval_interval": 10, "log_interval": 5})
+    with pytest.raises(GptcliError) as err:
+        train(cfg)
+    message = str(err.value)
+    assert "the training loss became nan at step 15" in message
+    assert f"the last good checkpoint, {run / 'step-0000010'}, is kept" in message
+    assert checkpoint.read_pointer(run)["latest"] == "step-0000010"
+    state = checkpoint.load(run, "latest").model_state()
+    assert all(torch.isfinite(v).all() for v in state.values())
+    assert "GradScaler" not in message  # that remark is for fp16 only
+
+
+def test_tokens_per_step_sets_the_accumulation(tmp_path, char_data):
+    class Info(Callbacks):
+        def on_start(self, info):
+            self.info = info
+
+    keys = {"max_iters": 4, "batch_size": 4, "eval_interval": 4}
+    by_tokens, by_accum = Info(), Info()
+    for run, extra, info in (
+        ("a", {"tokens_per_step": 256}, by_tokens),
+        ("b", {"grad_accum": 4}, by_accum),
+    ):
+        train(tiny_config(char_data, tmp_path / run, train={**keys, **extra}), callbacks=info)
+    assert by_tokens.info.tokens_per_step == by_accum.info.tokens_per_step == 256
+    assert by_tokens.info.micro_batches == 4
+    a = checkpoint.load(tmp_path / "a", "latest").model_state()
+    b = checkpoint.load(tmp_path / "b", "latest").model_state()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(GptcliError, match="tokens_per_step: 200 is not a multiple of"):
+        train(tiny_config(char_data, tmp_path / "c", train={**keys, "tokens_per_step": 200}))
+
+
+def test_optimizer_is_foreach_off_cuda():
+    model = GPT(ModelConfig(n_layer=1, n_head=1, n_embd=8), 11)
+    assert make_optimizer(model, TrainConfig(), torch.device("cpu")).defaults["foreach"]
+
+
+def test_mfu_estimate(monkeypatch):
+    model = GPT(ModelConfig(n_layer=2, n_head=2, n_embd=16, block_size=8), 11)
+    wpe = 8 * 16
+    assert flops_per_token(model) == 6 * (model.num_params() - wpe) + 12 * 2 * 16 * 8
+    assert peak_flops(torch.device("cpu"), "bf16") is None
+    names = {"NVIDIA H100 80GB HBM3": 989e12, "NVIDIA H100 PCIe": 756e12, "NVIDIA T4": None}
+    for name, peak in names.items():
+        monkeypatch.setattr(torch.cuda, "get_device_name", lambda device, name=name: name)
+        assert peak_flops(torch.device("cuda"), "bf16") == peak
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: "NVIDIA A100-SXM4-80GB")
+    assert peak_flops(torch.device("cuda"), "fp32") == 19.5e12
+
+
+def test_cli_shows_the_eta_and_the_end_table(tmp_path, char_data):
+    from typer.testing import CliRunner
+
+    from gptcli.cli import app
+
+    config = tmp_path / "tiny.yaml"
+    cfg = tiny_config(char_data, tmp_path / "run", train={"max_iters": 4, "eval_interval": 4})
+    config.write_text(yaml.safe_dump(cfg.to_dict()))
+    result = CliRunner().invoke(app, ["train", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert "ETA" in result.output
+    for row in ("parameters", "tokens per step", "precision", "best val perplexity", "MFU"):
+        assert row in result.output
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="fp16 with a GradScaler needs CUDA")
+def test_fp16_with_grad_scaler_on_cuda(tmp_path, char_data):
+    keys = {"device": "cuda", "precision": "fp16", "max_iters": 40}
+    result = train(tiny_config(char_data, tmp_path / "run", train=keys))
+    assert result.last_eval.val_loss < result.first_eval.val_loss - 0.5
+    scale = checkpoint.load(tmp_path / "run", "latest").trainer_state()["scaler"]["scale"]
+    assert math.isfinite(scale) and scale > 0
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    assert all(math.isfinite(r["loss_scale"]) for r in records if "loss" in r)

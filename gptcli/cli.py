@@ -45,25 +45,74 @@ def _table(title: str, rows: list[tuple[str, object]]) -> Table:
 def prepare(
     input: Path | None = typer.Option(None, "--input", "-i", help="A text file or a directory."),
     dataset: str | None = typer.Option(None, help="A named corpus: shakespeare."),
-    tokenizer: str = typer.Option("gpt2", help="gpt2 | char"),
-    out: Path | None = typer.Option(None, help="Output directory [default: data/NAME_TOKENIZER]."),
+    tokenizer: str = typer.Option("gpt2", help="gpt2 | char | bpe"),
+    vocab_size: int | None = typer.Option(
+        None, help="bpe: the vocabulary size, <|endoftext|> included (e.g. 4096)."
+    ),
+    train_bytes: str | None = typer.Option(
+        None, help="bpe: train on the corpus' first N bytes, e.g. 50M \\[default: 20M]."
+    ),
+    out: Path | None = typer.Option(
+        None, help="Output directory \\[default: data/NAME_TOKENIZER]."
+    ),
     val_fraction: float = typer.Option(
         0.1, help="Tail fraction of the tokens kept for validation."
     ),
+    block_size: int = typer.Option(
+        64, help="Refuse a corpus whose splits cannot hold one block of this many tokens."
+    ),
+    workers: int | None = typer.Option(None, help="Encoding processes \\[default: CPU count]."),
     force: bool = typer.Option(False, "--force", help="Replace an existing output directory."),
 ) -> None:
     """Tokenize a corpus into data/NAME/{train.bin, val.bin, meta.json}."""
+    import sys
+
+    from gptcli.prepare import parse_size
     from gptcli.prepare import prepare as run_prepare
 
+    bars: dict[str, tqdm] = {}  # the current stage's
+
+    def show(stage: str, done: int, total: int, unit: str) -> None:
+        if stage not in bars:
+            for bar in bars.values():
+                bar.total = bar.n  # a stage may end early: bpe reads only --train-bytes
+                bar.close()
+            bars.clear()
+            bars[stage] = tqdm(
+                total=total,
+                desc=stage,
+                unit=unit,
+                unit_scale=True,
+                dynamic_ncols=True,
+                disable=not sys.stderr.isatty(),  # keeps logs and errors to their lines
+            )
+        bars[stage].update(done - bars[stage].n)
+
     with user_errors():
-        result = run_prepare(
-            input_path=input,
-            dataset=dataset,
-            tokenizer=tokenizer,
-            out_dir=out,
-            val_fraction=val_fraction,
-            force=force,
-        )
+        try:
+            result = run_prepare(
+                input_path=input,
+                dataset=dataset,
+                tokenizer=tokenizer,
+                out_dir=out,
+                val_fraction=val_fraction,
+                force=force,
+                vocab_size=vocab_size,
+                train_bytes=None if train_bytes is None else parse_size(train_bytes),
+                block_size=block_size,
+                workers=workers,
+                progress=show,
+            )
+        except KeyboardInterrupt:
+            for bar in bars.values():
+                bar.close()
+            bars.clear()
+            typer.echo("aborted; no dataset was written (an existing one is intact)", err=True)
+            raise typer.Exit(130) from None
+        finally:
+            for bar in bars.values():
+                bar.close()
+    mb_per_s = result.source_bytes / 1e6 / max(result.seconds["encode"], 1e-9)
     console.print(
         _table(
             f"prepared {result.out_dir}",
@@ -73,6 +122,8 @@ def prepare(
                 ("source bytes", f"{result.source_bytes:,}"),
                 ("train tokens", f"{result.train_tokens:,}"),
                 ("val tokens", f"{result.val_tokens:,}"),
+                ("tokenizer time", f"{result.seconds['tokenizer']:.1f} s"),
+                ("encoding time", f"{result.seconds['encode']:.1f} s ({mb_per_s:.1f} MB/s)"),
             ],
         )
     )
@@ -220,7 +271,7 @@ def sample(
     checkpoint: Path = typer.Option(..., "--checkpoint", help="A run directory or checkpoint."),
     prompt: str = typer.Option("", help="Text to continue; empty starts a new document."),
     prompt_file: Path | None = typer.Option(None, help="Read the prompt from a file."),
-    max_new_tokens: int | None = typer.Option(None, min=0, help="[default: from the config]"),
+    max_new_tokens: int | None = typer.Option(None, min=0, help="\\[default: from the config]"),
     temperature: float | None = typer.Option(None, min=0.0, help="0 is greedy."),
     top_k: int | None = typer.Option(None, min=0, help="Keep the k most likely; 0 disables."),
     top_p: float | None = typer.Option(None, min=0.0, max=1.0, help="Nucleus mass; 1 disables."),
@@ -230,7 +281,7 @@ def sample(
         [], "--stop", help="End a sample at this text, which is not printed (repeatable)."
     ),
     stream: bool | None = typer.Option(
-        None, "--stream/--no-stream", help="Print text as it is generated [default: on a tty]."
+        None, "--stream/--no-stream", help="Print text as it is generated \\[default: on a tty]."
     ),
     window: bool = typer.Option(
         True,

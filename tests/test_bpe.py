@@ -8,7 +8,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tiktoken_ext.openai_public import r50k_pat_str
 
-from gptcli.bpe import GPT2_SPLIT_PATTERN, dump_ranks, load_ranks, train_bpe
+from gptcli.bpe import (
+    GPT2_SPLIT_PATTERN,
+    count_chunks,
+    dump_ranks,
+    load_ranks,
+    train_bpe,
+    train_bpe_from_counts,
+)
 
 EN = ["the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "while", "cats", "sleep"]
 ZH = ["春眠不觉晓", "处处闻啼鸟", "夜来风雨声", "花落知多少", "床前明月光", "疑是地上霜"]
@@ -185,3 +192,29 @@ def test_tiktoken_round_trips_any_text(text):
 @given(mixed_text)
 def test_split_pattern_splits_like_tiktokens_gpt2_pattern(text):
     assert regex.findall(GPT2_SPLIT_PATTERN, text) == regex.findall(r50k_pat_str, text)
+
+
+def test_counts_over_safely_cut_pieces_equal_the_whole_texts():
+    from gptcli.prepare import find_cut
+
+    pieces, rest = [], CORPUS
+    while (cut := find_cut(rest[:500])) > 0:
+        pieces.append(rest[:cut])
+        rest = rest[cut:]
+    pieces.append(rest)
+    assert len(pieces) > 20 and "".join(pieces) == CORPUS
+    assert (
+        count_chunks(pieces)
+        == count_chunks([CORPUS])
+        == Counter(regex.findall(GPT2_SPLIT_PATTERN, CORPUS))
+    )
+    assert train_bpe_from_counts(count_chunks(pieces), 500) == RANKS
+
+
+def test_progress_reports_the_growing_vocabulary():
+    calls = []
+    ranks = train_bpe_from_counts(
+        count_chunks([CORPUS]), 500, lambda n, total: calls.append((n, total))
+    )
+    assert calls[-1] == (len(ranks), 500) == (500, 500)
+    assert [n for n, _ in calls] == sorted(n for n, _ in calls) and len(calls) > 2

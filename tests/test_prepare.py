@@ -1,10 +1,15 @@
 import hashlib
 import json
+import shutil
 
 import numpy as np
 import pytest
+import yaml
+from typer.testing import CliRunner
 
 from gptcli import prepare as prep
+from gptcli.bpe import load_ranks
+from gptcli.cli import app
 from gptcli.errors import GptcliError
 from gptcli.prepare import prepare
 from gptcli.tokenizers import tokenizer_from_spec
@@ -44,7 +49,8 @@ def test_directory_documents_in_sorted_order_with_separator(tmp_path):
     (src / "a.txt").write_text("first doc " * 20)
     (src / "sub" / "c.txt").write_text("third doc " * 20)
     (src / ".hidden").write_text("skipped")
-    out = prepare(input_path=src, tokenizer="gpt2", out_dir=tmp_path / "d").out_dir
+    # ~120 tokens: a val split of 12 holds a block of 8.
+    out = prepare(input_path=src, tokenizer="gpt2", out_dir=tmp_path / "d", block_size=8).out_dir
     meta = json.loads((out / "meta.json").read_text())
     ids = read_split(out, "train", meta) + read_split(out, "val", meta)
     assert [s["path"].rsplit("/", 1)[-1] for s in meta["sources"]] == ["a.txt", "b.txt", "c.txt"]
@@ -142,3 +148,136 @@ def test_shakespeare_entry_is_the_published_corpus():
     entry = prep.DATASETS["shakespeare"]
     assert entry["sha256"] == "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
     assert entry["url"].endswith("tinyshakespeare/input.txt")
+
+
+# --- bpe, streaming and bad input through the command line ---------------------------------
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def one_error_line(result, *needles):
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_bpe_prepare_train_sample_from_the_checkpoint_alone(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(make_text(600) + "春眠不觉晓，处处闻啼鸟。🙂\n" * 20, encoding="utf-8")
+    data = tmp_path / "data"
+    result = invoke("prepare", "--input", corpus, "--tokenizer", "bpe", "--vocab-size", 300,
+                    "--out", data, "--workers", 1)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    meta = json.loads((data / "meta.json").read_text())
+    spec = meta["tokenizer"]
+    assert spec["type"] == "bpe" and meta["vocab_size"] == 300 and meta["dtype"] == "uint16"
+    assert spec["special_tokens"] == {"<|endoftext|>": 299}
+    assert (data / "tokenizer.tiktoken").read_text() == spec["ranks"]
+    assert len(load_ranks(spec["ranks"])) == 299
+    tok = tokenizer_from_spec(spec)
+    assert tok.spec() == spec and tok.vocab_size == 300
+    ids = read_split(data, "train", meta) + read_split(data, "val", meta)
+    assert tok.decode(ids) == corpus.read_text(encoding="utf-8")
+    assert len(ids) < len(corpus.read_bytes()) / 2  # it did learn merges
+
+    config = tmp_path / "tiny.yaml"
+    model = {"n_layer": 1, "n_head": 2, "n_embd": 16, "block_size": 16}
+    train = {"batch_size": 4, "max_iters": 4, "eval_interval": 4, "eval_iters": 1,
+             "warmup_iters": 1, "device": "cpu", "out_dir": str(tmp_path / "run")}  # fmt: skip
+    config.write_text(yaml.safe_dump({"data": {"dir": str(data)}, "model": model, "train": train}))
+    assert invoke("train", "--config", config).exit_code == 0
+    shutil.rmtree(data)  # sampling needs the checkpoint only
+    result = invoke("sample", "--checkpoint", tmp_path / "run", "--prompt", "The cat 春",
+                    "--max-new-tokens", 12, "--no-stream")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("The cat 春")
+
+
+def test_bad_input_through_the_cli_is_one_line_and_exit_2(tmp_path, corpus):
+    (tmp_path / "empty.txt").write_text("")
+    (tmp_path / "bin.dat").write_bytes(b"text\x00\x01\x02" * 50)
+    out = ["--out", tmp_path / "out"]
+    one_error_line(invoke("prepare", "--input", tmp_path / "missing.txt", *out), "not found")
+    one_error_line(invoke("prepare", "--input", tmp_path / "empty.txt", *out), "empty")
+    one_error_line(invoke("prepare", "--input", tmp_path / "bin.dat", "--tokenizer", "char", *out),
+                   "NUL")  # fmt: skip
+    one_error_line(
+        invoke("prepare", "--input", corpus, "--tokenizer", "char", "--block-size", 5000, *out),
+        "too small", "--block-size 5000",
+    )  # fmt: skip
+    one_error_line(invoke("prepare", "--input", corpus, "--tokenizer", "bpe", *out), "--vocab-size")
+    one_error_line(
+        invoke("prepare", "--input", corpus, "--tokenizer", "char", "--vocab-size", 300, *out),
+        "--vocab-size does not apply to --tokenizer char",
+    )
+    one_error_line(
+        invoke("prepare", "--input", corpus, "--tokenizer", "bpe", "--vocab-size", 300,
+               "--train-bytes", "lots", *out),
+        "not a size",
+    )  # fmt: skip
+    one_error_line(invoke("prepare", "--input", corpus, "--workers", 0, *out), "--workers")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bin.dat", "corpus.txt", "empty.txt"]
+
+    assert invoke("prepare", "--input", corpus, "--tokenizer", "char", *out).exit_code == 0
+    before = (tmp_path / "out" / "train.bin").read_bytes()
+    one_error_line(invoke("prepare", "--input", corpus, "--tokenizer", "char", *out), "--force")
+    assert (tmp_path / "out" / "train.bin").read_bytes() == before
+
+
+@pytest.mark.parametrize("bad", [b"\x00\x01binary\x02" * 40, b"caf\xe9 latin-1 " * 40])
+def test_failure_mid_encoding_leaves_no_trace_and_the_old_dataset_whole(tmp_path, bad):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_text(make_text(300))
+    (src / "b.txt").write_bytes(bad)
+    out = tmp_path / "d"
+    prepare(input_path=src / "a.txt", tokenizer="char", out_dir=out)
+    old = {p.name: p.read_bytes() for p in out.iterdir()}
+    # bpe trains on the first 1000 bytes only, so b.txt fails in the encoding pass, with a pool
+    # of workers running and a temporary dataset half-written.
+    with pytest.raises(GptcliError, match="b.txt"):
+        prepare(input_path=src, tokenizer="bpe", vocab_size=300, train_bytes=1000, out_dir=out,
+                force=True, workers=2, chunk_bytes=512)  # fmt: skip
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d", "src"]
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == old
+
+
+def test_block_size_is_what_each_split_must_exceed(tmp_path):
+    src = tmp_path / "in.txt"
+    src.write_text("abcdefghij" * 10)  # 100 tokens: 90 train, 10 val
+    prepare(input_path=src, tokenizer="char", out_dir=tmp_path / "ok", block_size=9)
+    with pytest.raises(GptcliError, match="10 val tokens .* more than --block-size 10"):
+        prepare(input_path=src, tokenizer="char", out_dir=tmp_path / "no", block_size=10)
+
+
+def test_progress_reports_each_stage_in_bytes(tmp_path, corpus):
+    seen = {}
+
+    def progress(stage, done, total, unit):
+        seen.setdefault(stage, []).append((done, total, unit))
+
+    prepare(input_path=corpus, tokenizer="bpe", vocab_size=300, out_dir=tmp_path / "d",
+            progress=progress)  # fmt: skip
+    size = corpus.stat().st_size
+    assert list(seen) == ["vocabulary", "merges", "encoding"]
+    assert seen["vocabulary"][-1] == seen["encoding"][-1] == (size, size, "B")
+    assert seen["merges"][-1][1:] == (299, "token")
+
+
+@pytest.mark.parametrize(
+    ("text", "n"),
+    [("123", 123), ("5M", 5_000_000), ("5 MB", 5_000_000), ("2KiB", 2048), ("1g", 10**9)],
+)
+def test_parse_size(text, n):
+    assert prep.parse_size(text) == n
+
+
+def test_parse_size_refuses_nonsense():
+    with pytest.raises(GptcliError, match="not a size"):
+        prep.parse_size("5 parsecs")

@@ -1,11 +1,13 @@
+import json
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gptcli.errors import GptcliError
-from gptcli.tokenizers import CharTokenizer, GPT2Tokenizer, tokenizer_from_spec
+from gptcli.tokenizers import BPETokenizer, CharTokenizer, GPT2Tokenizer, tokenizer_from_spec
 
-from .conftest import needs_gpt2
+from .conftest import make_text, needs_gpt2
 
 
 def test_char_vocabulary_is_sorted_distinct_characters():
@@ -70,3 +72,97 @@ def test_gpt2_decode_of_a_cut_multibyte_character_does_not_crash():
     ids = tok.encode("好🙂")
     for cut in range(len(ids) + 1):
         assert isinstance(tok.decode(ids[:cut]), str)
+
+
+# --- the trained byte-level BPE ------------------------------------------------------------
+
+BPE_CORPUS = (make_text(300) + "春眠不觉晓，处处闻啼鸟。夜来风雨声，花落知多少。🙂👍🏽\n" * 30) * 2
+BPE = BPETokenizer.from_corpus([BPE_CORPUS], vocab_size=350)
+mixed = st.lists(
+    st.one_of(
+        st.text(), st.text("春花秋月，。😀🎉👍🏽 \nthe cat"), st.sampled_from(["<|endoftext|>"])
+    ),
+    max_size=6,
+).map("".join)
+
+
+def test_bpe_vocabulary_and_separator():
+    assert BPE.vocab_size == 350
+    assert BPE.separator_id == BPE.start_ids()[0] == 349
+    assert BPE.decode([349]) == "<|endoftext|>"
+    # A literal special-token string in text stays text.
+    assert 349 not in BPE.encode("a <|endoftext|> b")
+    assert len(BPE.encode(BPE_CORPUS)) < len(BPE_CORPUS.encode()) / 2
+
+
+@settings(max_examples=200, deadline=None)
+@given(mixed)
+def test_bpe_round_trips_any_text(text):
+    ids = BPE.encode(text)
+    assert all(0 <= i < BPE.vocab_size - 1 for i in ids)
+    assert BPE.decode(ids) == text
+    assert BPE.decode_bytes(ids) == text.encode("utf-8")
+    assert BPE.encode_array(text).tolist() == ids
+
+
+def test_bpe_decode_of_a_cut_multibyte_character_does_not_crash():
+    ids = BPE.encode("好🙂👍🏽")
+    assert len(ids) > 3  # none of these is one token, so some token cuts a character
+    for cut in range(len(ids) + 1):
+        assert isinstance(BPE.decode(ids[:cut]), str)
+
+
+def test_bpe_spec_rebuilds_the_same_tokenizer():
+    spec = json.loads(json.dumps(BPE.spec()))  # as meta.json and checkpoints carry it
+    again = tokenizer_from_spec(spec)
+    assert isinstance(again, BPETokenizer) and again.spec() == BPE.spec()
+    assert again.encode(BPE_CORPUS) == BPE.encode(BPE_CORPUS)
+    assert again.extra_files() == {"tokenizer.tiktoken": spec["ranks"]}
+
+
+def test_bpe_bad_spec_is_a_clear_error():
+    spec = BPE.spec()
+    with pytest.raises(GptcliError, match="incomplete"):
+        tokenizer_from_spec({k: v for k, v in spec.items() if k != "ranks"})
+    with pytest.raises(GptcliError, match="corrupt"):
+        tokenizer_from_spec({**spec, "ranks": "AA== 0\nnot base64!! 1\n"})
+
+
+def test_bpe_options():
+    with pytest.raises(GptcliError, match="--vocab-size N"):
+        BPETokenizer.from_corpus(["text"])
+    with pytest.raises(GptcliError, match="at least 257"):
+        BPETokenizer.from_corpus(["text"], vocab_size=256)
+    read = []
+
+    def pieces():
+        for piece in ["one two ", "three four ", "five six "]:
+            read.append(piece)
+            yield piece
+
+    # --train-bytes: the trainer stops reading there, and cuts the last piece it reads.
+    tok = BPETokenizer.from_corpus(pieces(), vocab_size=1000, train_bytes=10)
+    assert read == ["one two ", "three four "]
+    assert tok.vocab_size == BPETokenizer.from_corpus(["one two th"], vocab_size=1000).vocab_size
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text("\n dehlorw"))
+def test_char_encode_array_matches_encode(text):
+    tok = CharTokenizer.from_corpus(["hello ", "world\n"])
+    assert tok.encode_array(text).tolist() == tok.encode(text)
+
+
+def test_char_encode_array_names_unknown_characters():
+    tok = CharTokenizer.from_corpus(["abc"])
+    for text in ["abz", "a😀", "\x00"]:
+        with pytest.raises(GptcliError, match="lacks"):
+            tok.encode_array(text)
+
+
+@needs_gpt2
+@settings(max_examples=100, deadline=None)
+@given(mixed)
+def test_gpt2_encode_array_matches_encode(text):
+    tok = GPT2Tokenizer()
+    assert tok.encode_array(text).tolist() == tok.encode(text)

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from gptcli import atomic
 from gptcli.config import Config, config_from_dict
 from gptcli.errors import GptcliError
 
@@ -44,20 +45,6 @@ class Checkpoint:
 
     def trainer_state(self) -> dict[str, Any]:
         return _torch_load(self.dir / TRAINER_FILE)
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2, ensure_ascii=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_pointer(run_dir: Path) -> dict[str, Any] | None:
@@ -109,7 +96,7 @@ def save(
     try:
         torch.save(model_state, tmp / MODEL_FILE)
         torch.save(trainer_state, tmp / TRAINER_FILE)
-        write_json_atomic(
+        atomic.write_json(
             tmp / CONFIG_FILE,
             {
                 "config": config.to_dict(),
@@ -132,7 +119,7 @@ def save(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     pointer = {"latest": name, "best": best, "best_val_loss": best_val_loss}
-    write_json_atomic(run_dir / POINTER, pointer)
+    atomic.write_json(run_dir / POINTER, pointer)
     _prune(run_dir, keep={name, best})
     return final
 

@@ -8,15 +8,12 @@ Nothing here touches the network, and no pickled code runs: safetensors holds ra
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
-from gptcli import checkpoint
+from gptcli import atomic, checkpoint
 from gptcli.config import Config, ModelConfig, config_from_dict
 from gptcli.errors import GptcliError
 from gptcli.model import GPT
@@ -196,9 +193,7 @@ def convert(hf_dir: str | Path, out_dir: str | Path, force: bool = False) -> Pat
             f"{hf_dir} has vocab_size {vocab_size}, fewer than the GPT-2 tokenizer's {GPT2_VOCAB}: "
             "it was not trained with GPT-2's tokenizer, which a converted checkpoint uses"
         )
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
-    try:
+    with atomic.new_dir(out_dir) as tmp:
         checkpoint.save(
             tmp,
             step=0,
@@ -212,15 +207,4 @@ def convert(hf_dir: str | Path, out_dir: str | Path, force: bool = False) -> Pat
             best_val_loss=None,
             val_loss=None,
         )
-        if out_dir.exists():
-            # Move the old directory aside first so that a failure here still leaves one intact.
-            old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
-            os.replace(out_dir, old)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir

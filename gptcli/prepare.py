@@ -13,13 +13,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
-import json
 import multiprocessing
 import os
 import re
 import shutil
 import signal
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -35,6 +33,7 @@ import numpy as np
 import regex
 
 import gptcli
+from gptcli import atomic
 from gptcli.errors import GptcliError
 from gptcli.tokenizers import TOKENIZERS, Tokenizer, tokenizer_from_spec
 
@@ -86,19 +85,8 @@ def fetch_dataset(name: str) -> Path:
     if _sha256(data) != info["sha256"]:
         raise GptcliError(f"downloaded dataset '{name}' failed its sha256 check; try again later")
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write_bytes(path, data)
+    atomic.write_bytes(path, data)
     return path
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def source_files(path: Path) -> list[Path]:
@@ -399,9 +387,7 @@ def prepare(
     if total < MIN_POOL_CHUNKS * chunk_bytes:
         workers = 1
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
-    try:
+    with atomic.new_dir(out_dir) as tmp:
         sources: list[dict[str, Any]] = []
         on_bytes = _counter(report, "encoding", total)
         with open(tmp / "tokens.bin", "wb") as f:
@@ -428,13 +414,9 @@ def prepare(
             "val_fraction": val_fraction,
             "sources": sources,
         }
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
+        atomic.write_json(tmp / "meta.json", meta)
         for name, text in tok.extra_files().items():
             (tmp / name).write_text(text, encoding="utf-8")
-        _move_into_place(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     seconds = {"tokenizer": learned - start, "encode": time.perf_counter() - learned}
     return PrepareResult(out_dir, tok.vocab_size, n_train, n_val, total, seconds)
 
@@ -459,14 +441,3 @@ def _split_tail(tokens: Path, train: Path, val: Path, train_bytes: int) -> None:
         shutil.copyfileobj(src, dst, 16 << 20)
         src.truncate(train_bytes)
     os.replace(tokens, train)
-
-
-def _move_into_place(tmp: Path, out_dir: Path) -> None:
-    if out_dir.exists():
-        # Move the old dataset aside first so that a failure here still leaves one intact.
-        old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
-        os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, out_dir)

@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
-# The pinned CPU build; override (e.g. TORCH=torch) to pick another torch for your machine.
+# Pinned torch (a CPU build on local disk on the project machines); override with TORCH=...
 TORCH  ?= torch==2.13.0
 # A local text file for `make demo DATA=...`; empty means the tiny-shakespeare download.
 DATA   ?=

@@ -55,6 +55,9 @@ def read_pointer(run_dir: Path) -> dict[str, Any] | None:
         pointer = json.loads(path.read_text(encoding="utf-8"))
         if not isinstance(pointer, dict) or "latest" not in pointer:
             raise ValueError("no 'latest' entry")
+        for key in ("latest", "best"):
+            if key in pointer and not _STEP_DIR.match(str(pointer[key])):
+                raise ValueError(f"'{key}' is {pointer[key]!r}, not a step-NNNNNNN name")
     except ValueError as exc:
         raise GptcliError(
             f"{path} is corrupt ({exc}); remove it or pick a checkpoint directory"

@@ -316,15 +316,17 @@ def sample(
             stop=stop,
             window=window,
         )
+        # The first step encodes the prompt and checks the window: fail before printing.
+        first = next(pieces)
         live = sys.stdout.isatty() if stream is None else stream
         if live and n == 1:
-            sys.stdout.write(prompt)
+            sys.stdout.write(prompt + first[0])
             for new in pieces:
                 sys.stdout.write(new[0])
                 sys.stdout.flush()
             sys.stdout.write("\n")
             return
-        texts = [prompt] * n
+        texts = [prompt + piece for piece in first]
         for new in pieces:
             texts = [text + piece for text, piece in zip(texts, new, strict=True)]
     for i, text in enumerate(texts):

@@ -28,6 +28,7 @@ class TokenDataset:
             self.vocab_size = int(self.meta["vocab_size"])
             self.tokenizer_spec = self.meta["tokenizer"]
             dtype = np.dtype(self.meta["dtype"])
+            counts = {split: int(self.meta["tokens"][split]) for split in SPLITS}
         except (ValueError, KeyError, TypeError) as exc:
             raise GptcliError(
                 f"{meta_path} is corrupt ({exc}); prepare the dataset again"
@@ -35,7 +36,7 @@ class TokenDataset:
         self.splits: dict[str, np.ndarray] = {}
         for split in SPLITS:
             path = self.dir / f"{split}.bin"
-            expected = self.meta.get("tokens", {}).get(split)
+            expected = counts[split]
             if not path.is_file() or path.stat().st_size != expected * dtype.itemsize:
                 raise GptcliError(
                     f"{path} is missing or does not hold the {expected} tokens meta.json "

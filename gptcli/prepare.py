@@ -365,6 +365,11 @@ def prepare(
         stem = dataset or (root.stem if root.is_file() else root.name)
         out_dir = Path("data") / f"{stem}_{tokenizer}"
     out_dir = Path(out_dir)
+    inside = (root.resolve(), out_dir.resolve())
+    if inside[0] == inside[1] or inside[0] in inside[1].parents or inside[1] in inside[0].parents:
+        raise GptcliError(
+            f"--out {out_dir} and the input {root} overlap; write the dataset somewhere else"
+        )
     if out_dir.exists() and not force:
         raise GptcliError(f"{out_dir} already exists; pass --force to replace it")
     files = source_files(root)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import re
 import signal
 import threading
 import time
@@ -99,7 +100,13 @@ class Callbacks:
     def on_eval(self, result: EvalResult) -> None: ...
 
 
+# What a checkpoint's trainer.pt must hold for --resume.
+TRAINER_KEYS = ("optimizer", "scaler", "step", "best_step", "best_val_loss", "rng")
+
+
 def resolve_device(name: str) -> torch.device:
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", name):
+        raise GptcliError(f"unknown device '{name}'; use auto, cpu, cuda, cuda:N or mps")
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -400,6 +407,12 @@ def _train(
             raise GptcliError(
                 f"{ckpt.dir} holds weights but no training state (e.g. from `gptcli convert`); "
                 f"start a new run (another --out) with train.init_from: {out_dir}"
+            )
+        missing = [k for k in TRAINER_KEYS if k not in state]
+        if missing:
+            raise GptcliError(
+                f"{ckpt.dir}/trainer.pt is incomplete (no {', '.join(missing)}); resume from "
+                "another checkpoint or start over with --force"
             )
         if diffs := _model_differences(cfg, ckpt.config):
             raise GptcliError("cannot resume: the model config differs: " + "; ".join(diffs))

@@ -199,3 +199,42 @@ def test_learned_positions_refuse_no_window(tmp_path, char_data):
     assert invoke("train", "--config", config, "--out", tmp_path / "run").exit_code == 0
     result = invoke("sample", "--checkpoint", tmp_path / "run", "--no-window")
     one_error_line(result, "block_size=32")
+
+
+def test_more_bad_inputs_exit_2(tmp_path, trained_run, corpus):
+    one_error_line(invoke("sample", "--checkpoint", trained_run, "--device", "foo"), "foo")
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_text(corpus.read_text())
+    for out in (src, src / "inner"):
+        result = invoke("prepare", "--input", src, "--out", out, "--tokenizer", "char", "--force")
+        one_error_line(result, "overlap")
+    assert sorted(p.name for p in src.iterdir()) == ["a.txt"]
+
+
+def test_stream_error_prints_nothing_before_it(tmp_path, char_data):
+    config = write_config(tmp_path, char_data, train={"max_iters": 2, "eval_interval": 2})
+    assert invoke("train", "--config", config, "--out", tmp_path / "run").exit_code == 0
+    result = invoke("sample", "--checkpoint", tmp_path / "run", "--prompt", "The", "--stream",
+                    "--no-window")  # fmt: skip
+    one_error_line(result, "block_size")
+
+
+def test_corrupt_run_state_is_one_line(tmp_path, char_data):
+    import torch
+
+    config = write_config(tmp_path, char_data, train={"max_iters": 2, "eval_interval": 2})
+    run = tmp_path / "run"
+    assert invoke("train", "--config", config, "--out", run).exit_code == 0
+    trainer = run / "step-0000002" / "trainer.pt"
+    state = torch.load(trainer, weights_only=True)
+    del state["scaler"]
+    torch.save(state, trainer)
+    resume = ["train", "--config", config, "--out", run, "--resume", "--set", "train.max_iters=4"]
+    one_error_line(invoke(*resume), "incomplete")
+    (run / "checkpoints.json").write_text('{"latest": 3}')
+    one_error_line(invoke("sample", "--checkpoint", run), "corrupt")
+    meta = json.loads((char_data / "meta.json").read_text())
+    del meta["tokens"]
+    (char_data / "meta.json").write_text(json.dumps(meta))
+    one_error_line(invoke("train", "--config", config, "--out", tmp_path / "r2"), "corrupt")

@@ -66,7 +66,8 @@ def test_parameter_count_matches_the_formula(bias, tie, position):
 def test_tied_embeddings_share_one_tensor():
     model = GPT(tiny(), VOCAB)
     assert model.lm_head.weight is model.wte.weight
-    assert GPT(tiny(tie_embeddings=False), VOCAB).lm_head.weight is not None
+    untied = GPT(tiny(tie_embeddings=False), VOCAB)
+    assert untied.lm_head.weight is not untied.wte.weight
 
 
 def test_gpt2_init_scales_residual_projections():

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -38,10 +39,15 @@ def new_dir(out_dir: Path) -> Iterator[Path]:
     try:
         yield tmp
         if out_dir.exists():
-            # Move the old one aside first so that a failure here still leaves one intact.
-            old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
+            # Move the old one aside first (to a fresh name, so no leftover can be in the way),
+            # and back again if the new one cannot take its place.
+            old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}-{uuid.uuid4().hex[:8]}"
             os.replace(out_dir, old)
-            os.replace(tmp, out_dir)
+            try:
+                os.replace(tmp, out_dir)
+            except BaseException:
+                os.replace(old, out_dir)
+                raise
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, out_dir)

@@ -1,0 +1,43 @@
+import os
+
+import pytest
+
+from gptcli import atomic
+
+
+def test_new_dir_replaces_whole_or_not_at_all(tmp_path):
+    out = tmp_path / "out"
+    with atomic.new_dir(out) as tmp:
+        (tmp / "a").write_text("1")
+    assert (out / "a").read_text() == "1"
+    with pytest.raises(RuntimeError), atomic.new_dir(out) as tmp:
+        (tmp / "a").write_text("2")
+        raise RuntimeError("half-way")
+    assert (out / "a").read_text() == "1"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_old_dir_comes_back_if_the_new_one_cannot_move_in(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a").write_text("old")
+    real = os.replace
+
+    def failing(src, dst):
+        if ".tmp-" in str(src):  # the new directory moving in
+            raise OSError("disk on fire")
+        return real(src, dst)
+
+    monkeypatch.setattr(atomic.os, "replace", failing)
+    with pytest.raises(OSError), atomic.new_dir(out) as tmp:
+        (tmp / "a").write_text("new")
+    assert (out / "a").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_write_json_and_bytes(tmp_path):
+    atomic.write_json(tmp_path / "x.json", {"k": "ü"})
+    assert (tmp_path / "x.json").read_text(encoding="utf-8") == '{\n  "k": "ü"\n}\n'
+    atomic.write_bytes(tmp_path / "b", b"\x00\x01")
+    assert (tmp_path / "b").read_bytes() == b"\x00\x01"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "x.json"]

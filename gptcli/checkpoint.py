@@ -22,7 +22,7 @@ import torch
 
 from gptcli import atomic
 from gptcli.config import Config, config_from_dict
-from gptcli.errors import GptcliError
+from gptcli.errors import GptcliError, first_line
 
 POINTER = "checkpoints.json"
 MODEL_FILE = "model.pt"
@@ -176,7 +176,7 @@ def _torch_load(path: Path) -> Any:
     except FileNotFoundError:
         raise GptcliError(f"checkpoint file missing: {path}") from None
     except Exception as exc:  # truncated zip, bad pickle, or a pickled object we refuse to run
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise GptcliError(
             f"checkpoint file {path} is corrupt or unsafe to load ({first})"
         ) from None

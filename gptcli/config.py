@@ -90,7 +90,7 @@ class Config:
         return asdict(self)
 
 
-SECTIONS: dict[str, type] = {f.name: f.type for f in fields(Config)}
+SECTIONS: tuple[str, ...] = tuple(f.name for f in fields(Config))
 _SECTION_TYPES = typing.get_type_hints(Config)
 
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from gptcli import checkpoint
-from gptcli.errors import GptcliError
+from gptcli.errors import GptcliError, first_line
 from gptcli.model import GPT
 from gptcli.tokenizers import Tokenizer, tokenizer_from_spec
 
@@ -36,7 +36,7 @@ def load_model(
     try:
         model.load_state_dict(ckpt.model_state())
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
+        first = first_line(exc)
         raise GptcliError(f"checkpoint {ckpt.dir} does not fit its own config ({first})") from None
     model.to(device).eval()
     return model, tokenizer, ckpt

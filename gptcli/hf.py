@@ -15,7 +15,7 @@ import torch
 
 from gptcli import atomic, checkpoint
 from gptcli.config import Config, ModelConfig, config_from_dict
-from gptcli.errors import GptcliError
+from gptcli.errors import GptcliError, first_line
 from gptcli.model import GPT
 
 CONFIG_FILE = "config.json"
@@ -124,7 +124,7 @@ def _read_weights(path: Path) -> tuple[Path, dict[str, torch.Tensor]]:
         else:
             state = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated files, bad headers, pickles that are not plain tensors
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = first_line(exc)
         raise GptcliError(f"cannot load {file} ({first})") from None
     if not isinstance(state, dict):
         raise GptcliError(f"{file} does not hold a dict of tensors")

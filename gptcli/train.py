@@ -32,7 +32,7 @@ from gptcli import checkpoint, distributed
 from gptcli.config import Config, ModelConfig, TrainConfig
 from gptcli.dataset import TokenDataset
 from gptcli.distributed import Dist
-from gptcli.errors import GptcliError
+from gptcli.errors import GptcliError, first_line
 from gptcli.model import GPT
 
 METRICS_FILE = "metrics.jsonl"
@@ -394,7 +394,7 @@ def _train(
         try:
             model.load_state_dict(init_state)
         except RuntimeError as exc:
-            first = str(exc).strip().splitlines()[0]
+            first = first_line(exc)
             raise GptcliError(f"train.init_from {tc.init_from} does not fit ({first})") from None
     optimizer = make_optimizer(model, tc, device)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")

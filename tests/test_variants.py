@@ -1,7 +1,9 @@
 """Every position scheme x normalization (x placement) must keep the model's promises."""
 
+import contextlib
 import itertools
 import math
+import warnings
 
 import pytest
 import torch
@@ -38,21 +40,17 @@ def build(position, norm, placement="pre", **kw):
         norm_placement=placement, relative_buckets=8, relative_max_distance=16, **kw,
     )  # fmt: skip
     torch.manual_seed(0)
-    with pytest.warns(UserWarning, match="future") if norm == "batchnorm" else _nothing():
+    with (
+        pytest.warns(UserWarning, match="future")
+        if norm == "batchnorm"
+        else contextlib.nullcontext()
+    ):
         model = GPT(cfg, VOCAB)
     # Move every parameter off its init so that no part is an identity by accident.
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.05)
     return model
-
-
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def future_changes_past(model, training: bool) -> bool:
@@ -109,21 +107,10 @@ def test_parameter_count_matches_the_formula(position, norm, placement):
             n_layer=2, n_head=2, n_embd=32, block_size=16, position=position, norm=norm,
             norm_placement=placement, bias=bias, tie_embeddings=tie,
         )  # fmt: skip
-        with torch.device("meta"), _quiet():
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             model = GPT(cfg, VOCAB)
         assert model.num_params() == count_params_formula(cfg, VOCAB)
-
-
-class _quiet:
-    def __enter__(self):
-        import warnings
-
-        self._w = warnings.catch_warnings()
-        self._w.__enter__()
-        warnings.simplefilter("ignore")
-
-    def __exit__(self, *exc):
-        return self._w.__exit__(*exc)
 
 
 @pytest.mark.parametrize("position", POSITION_NAMES)

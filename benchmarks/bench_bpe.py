@@ -14,7 +14,7 @@ from pathlib import Path
 
 import tiktoken
 
-from gptcli.bpe import GPT2_SPLIT_PATTERN, train_bpe
+from gptcli.data.bpe import GPT2_SPLIT_PATTERN, train_bpe
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_INPUT = REPO.parent / "shared" / "data" / "tinyshakespeare.txt"

@@ -34,7 +34,7 @@ DATA = REPO.parent / "shared" / "data"
 CHILD = """
 import json, sys, time
 from pathlib import Path
-from gptcli.prepare import prepare
+from gptcli.data.prepare import prepare
 
 kwargs = json.loads(sys.argv[1])
 start = time.perf_counter()

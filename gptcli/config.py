@@ -96,20 +96,9 @@ _SECTION_TYPES = typing.get_type_hints(Config)
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
-def _choices() -> dict[str, list[str]]:
-    # Imported here: the registries live with the model, which imports this module.
-    from gptcli.model.gpt import PLACEMENTS
-    from gptcli.model.mlp import ACTIVATIONS
-    from gptcli.model.norms import NORMS
-    from gptcli.model.positions import POSITIONS
-
-    return {
-        "model.position": POSITIONS.names(),
-        "model.norm": NORMS.names(),
-        "model.norm_placement": PLACEMENTS.names(),
-        "model.activation": ACTIVATIONS.names(),
-        "train.precision": ["auto", "fp32", "bf16", "fp16"],
-    }
+# The choices config.py itself owns; the model's variant names are checked by the model package
+# (gptcli.model.check_config), so that this module sits below the model and never imports it.
+CHOICES: dict[str, list[str]] = {"train.precision": ["auto", "fp32", "bf16", "fp16"]}
 
 
 # (predicate, what a valid value looks like); checked after types are known to be right.
@@ -154,11 +143,16 @@ _NOT_CONFIGURABLE = {
 }
 
 
+def config_error(key: str, message: str) -> GptcliError:
+    """The one-line error for a bad config key: `config error: KEY: MESSAGE`."""
+    return GptcliError(f"config error: {key}: {message}")
+
+
 def _fail(key: str, message: str) -> typing.NoReturn:
-    raise GptcliError(f"config error: {key}: {message}")
+    raise config_error(key, message)
 
 
-def _suggest(name: str, valid: list[str]) -> str:
+def suggest(name: str, valid: list[str]) -> str:
     close = difflib.get_close_matches(name, valid, n=1, cutoff=0.6)
     hint = f"did you mean '{close[0]}'? " if close else ""
     return f"{hint}(valid: {', '.join(valid)})"
@@ -215,19 +209,18 @@ def _build_section(name: str, raw: Any) -> Any:
         if full in _NOT_CONFIGURABLE:
             _fail(full, _NOT_CONFIGURABLE[full])
         if key not in hints:
-            _fail(full, f"unknown key; {_suggest(str(key), valid)}")
+            _fail(full, f"unknown key; {suggest(str(key), valid)}")
         values[key] = _coerce(full, value, hints[key])
     return cls(**values)
 
 
 def _validate(cfg: Config) -> None:
-    choices = _choices()
     for section in SECTIONS:
         for f in fields(getattr(cfg, section)):
             key = f"{section}.{f.name}"
             value = getattr(getattr(cfg, section), f.name)
-            if key in choices and value not in choices[key]:
-                _fail(key, f"{value!r} is not a choice; {_suggest(str(value), choices[key])}")
+            if key in CHOICES and value not in CHOICES[key]:
+                _fail(key, f"{value!r} is not a choice; {suggest(str(value), CHOICES[key])}")
             if key in _RULES:
                 ok, expected = _RULES[key]
                 if not ok(value):
@@ -237,10 +230,6 @@ def _validate(cfg: Config) -> None:
         _fail("model.n_embd", f"{m.n_embd} is not divisible by model.n_head={m.n_head}")
     if t.min_lr > t.lr:
         _fail("train.min_lr", f"{t.min_lr} is larger than train.lr={t.lr}")
-    from gptcli.model.positions import POSITIONS
-
-    if problem := POSITIONS[m.position].check(m):
-        raise GptcliError(f"config error: {problem}")
 
 
 def config_from_dict(raw: Any, source: str = "config") -> Config:
@@ -252,7 +241,7 @@ def config_from_dict(raw: Any, source: str = "config") -> Config:
         )
     for name in raw:
         if name not in SECTIONS:
-            _fail(str(name), f"unknown section; {_suggest(str(name), list(SECTIONS))}")
+            _fail(str(name), f"unknown section; {suggest(str(name), list(SECTIONS))}")
     cfg = Config(**{name: _build_section(name, raw.get(name)) for name in SECTIONS})
     _validate(cfg)
     return cfg
@@ -303,7 +292,7 @@ def load_config(
     updates += [(key.split("."), value) for key, value in (values or {}).items()]
     for (section, key), value in updates:
         if section not in SECTIONS:
-            _fail(section, f"unknown section in --set; {_suggest(section, list(SECTIONS))}")
+            _fail(section, f"unknown section in --set; {suggest(section, list(SECTIONS))}")
         current = raw.get(section)
         if current is None:
             current = raw[section] = {}
@@ -313,9 +302,10 @@ def load_config(
     return config_from_dict(raw, source=str(path) if path else "config")
 
 
-def reference() -> list[tuple[str, str, str, str]]:
-    """(key, type, default, choices) for every key: the README's config reference."""
-    choices = _choices()
+def reference(extra_choices: dict[str, list[str]] | None = None) -> list[tuple[str, str, str, str]]:
+    """(key, type, default, choices) for every key: the README's config reference.
+    extra_choices: the names other packages own, e.g. gptcli.model.choices()."""
+    choices = {**CHOICES, **(extra_choices or {})}
     rows = []
     for section in SECTIONS:
         cls = _SECTION_TYPES[section]

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import torch
 
-from gptcli import checkpoint
+from gptcli.data.tokenizers import Tokenizer, tokenizer_from_spec
 from gptcli.errors import GptcliError, first_line
 from gptcli.model import GPT
-from gptcli.tokenizers import Tokenizer, tokenizer_from_spec
+from gptcli.training import checkpoint
 
 
 def load_model(
@@ -220,7 +220,7 @@ def load(path: str | Path, which: str = "best", device: str | torch.device = "au
     m = gptcli.load("out/demo")
     print("".join(m.generate("ROMEO:", max_new_tokens=100)))
     """
-    from gptcli.train import resolve_device
+    from gptcli.training.device import resolve_device
 
     dev = resolve_device(device) if isinstance(device, str) else device
     return LoadedModel(*load_model(path, which, dev))

@@ -24,7 +24,7 @@ if "TIKTOKEN_CACHE_DIR" not in os.environ and (SHARED / "tiktoken_cache").is_dir
 
 def gpt2_available() -> bool:
     try:
-        from gptcli.tokenizers import GPT2Tokenizer
+        from gptcli.data.tokenizers import GPT2Tokenizer
 
         GPT2Tokenizer()
         return True
@@ -62,7 +62,7 @@ def corpus(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def char_data(tmp_path: Path, corpus: Path) -> Path:
-    from gptcli.prepare import prepare
+    from gptcli.data.prepare import prepare
 
     return prepare(input_path=corpus, tokenizer="char", out_dir=tmp_path / "data").out_dir
 

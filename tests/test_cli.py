@@ -145,7 +145,7 @@ def test_each_command_has_help(command):
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
     """A tiny char model trained once for the sampling tests of this module."""
-    from gptcli.prepare import prepare
+    from gptcli.data.prepare import prepare
 
     from .conftest import make_text
 

@@ -73,11 +73,11 @@ def test_generation_slides_past_block_size(model):
 import itertools  # noqa: E402
 import warnings  # noqa: E402
 
+from gptcli.data.tokenizers import CharTokenizer  # noqa: E402
 from gptcli.errors import GptcliError  # noqa: E402
 from gptcli.generate import TextStream  # noqa: E402
 from gptcli.model.norms import NORMS  # noqa: E402
 from gptcli.model.positions import POSITIONS  # noqa: E402
-from gptcli.tokenizers import CharTokenizer  # noqa: E402
 
 VARIANTS = list(itertools.product(POSITIONS.names(), NORMS.names()))
 

@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from gptcli.dataset import TokenDataset
+from gptcli.data.dataset import TokenDataset
 from gptcli.errors import GptcliError
 
 

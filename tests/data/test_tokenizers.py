@@ -4,10 +4,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gptcli.data.tokenizers import BPETokenizer, CharTokenizer, GPT2Tokenizer, tokenizer_from_spec
 from gptcli.errors import GptcliError
-from gptcli.tokenizers import BPETokenizer, CharTokenizer, GPT2Tokenizer, tokenizer_from_spec
 
-from .conftest import make_text, needs_gpt2
+from ..conftest import make_text, needs_gpt2
 
 
 def test_char_vocabulary_is_sorted_distinct_characters():

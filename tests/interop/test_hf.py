@@ -12,17 +12,18 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
-from gptcli import checkpoint
 from gptcli.cli import app
-from gptcli.dataset import TokenDataset
+from gptcli.data.dataset import TokenDataset
+from gptcli.data.prepare import prepare
 from gptcli.errors import GptcliError
 from gptcli.generate import generate, load_model
-from gptcli.hf import convert, is_hf_dir, load_hf_gpt2
+from gptcli.interop.hf import convert, is_hf_dir, load_hf_gpt2
 from gptcli.model import GPT
-from gptcli.prepare import prepare
-from gptcli.train import evaluate, train
+from gptcli.training import checkpoint
+from gptcli.training.estimate import evaluate
+from gptcli.training.loop import train
 
-from .conftest import needs_gpt2, tiny_config
+from ..conftest import needs_gpt2, tiny_config
 
 transformers = pytest.importorskip("transformers")
 
@@ -242,7 +243,7 @@ def test_convert_writes_a_checkpoint(gpt2_vocab_hf, tmp_path):
 
 @needs_gpt2
 def test_greedy_sample_matches_transformers(gpt2_vocab_hf, tmp_path):
-    from gptcli.tokenizers import GPT2Tokenizer
+    from gptcli.data.tokenizers import GPT2Tokenizer
 
     hf_model, path = gpt2_vocab_hf
     out = convert(path, tmp_path / "converted")

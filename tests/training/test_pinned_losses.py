@@ -10,9 +10,9 @@ import json
 
 import pytest
 
-from gptcli.train import train
+from gptcli.training.loop import train
 
-from .conftest import tiny_config
+from ..conftest import tiny_config
 
 BASELINE = [
     (0, None, 3.398113489151001),

@@ -11,10 +11,11 @@ import pytest
 import torch
 import yaml
 
-from gptcli import checkpoint
-from gptcli.train import _StopSignal, train
+from gptcli.training import checkpoint
+from gptcli.training.loop import train
+from gptcli.training.signals import StopSignal
 
-from .conftest import REPO, tiny_config
+from ..conftest import REPO, tiny_config
 
 
 def wait_for_steps(proc, metrics, timeout=60.0):
@@ -84,7 +85,7 @@ def python_sigint():
 
 def test_stop_signal_sets_a_flag_then_escalates_and_restores(tmp_path, char_data, python_sigint):
     before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
-    with _StopSignal(escalate=True) as stop:
+    with StopSignal(escalate=True) as stop:
         signal.raise_signal(signal.SIGINT)
         assert stop.signum == signal.SIGINT
         with pytest.raises(KeyboardInterrupt):  # a second Ctrl-C gets Python's default
@@ -97,7 +98,7 @@ def test_stop_signal_sets_a_flag_then_escalates_and_restores(tmp_path, char_data
 
 def test_a_signal_mid_run_stops_in_process(tmp_path, char_data, monkeypatch):
     # The library alone: the step the signal lands in is finished and saved, never a half step.
-    from gptcli import train as train_module
+    from gptcli.training import loop as train_module
 
     real_lr_at = train_module.lr_at
 

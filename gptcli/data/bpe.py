@@ -91,19 +91,7 @@ def train_bpe_from_counts(
     seqs = [list(chunk.encode("utf-8")) for chunk in chunk_counts]
     freqs = list(chunk_counts.values())
 
-    counts: dict[Pair, int] = defaultdict(int)
-    # pair -> ids of the chunks that hold it, and maybe of some that no longer do (see below),
-    # with repeats: an array takes 4 bytes an id where a set takes ~50, and this is the bulk of
-    # the memory (a 6 MB Chinese corpus: 465 MB peak instead of 810).
-    where: dict[Pair, array] = defaultdict(lambda: array("i"))
-    for i, seq in enumerate(seqs):
-        for pair in pairwise(seq):
-            counts[pair] += freqs[i]
-            where[pair].append(i)
-    # A max-heap by count with stale entries: every count change pushes a fresh entry, and a popped
-    # entry whose count no longer matches is skipped, so finding the best pair costs O(log n).
-    heap = [(-n, pair) for pair, n in counts.items()]
-    heapq.heapify(heap)
+    counts, where, heap = _pair_index(seqs, freqs)
 
     vocab = [bytes([b]) for b in range(256)]
     ranks = {token: rank for rank, token in enumerate(vocab)}
@@ -123,25 +111,48 @@ def train_bpe_from_counts(
             if progress is not None and len(vocab) % 64 == 0:
                 progress(len(vocab), vocab_size)
 
-        delta: dict[Pair, int] = defaultdict(int)
-        for i in set(where.pop(pair)):
-            # A chunk's id is not taken out of the index when it loses a pair, so some ids here
-            # may no longer hold it; merging those changes nothing.
-            seqs[i], made = _merge(seqs[i], pair, new, freqs[i], delta)
-            for p in made:
-                where[p].append(i)
-        for p, d in delta.items():
-            if d == 0:
-                continue
-            n = counts[p] = counts[p] + d
-            if n > 0:
-                heapq.heappush(heap, (-n, p))
-            else:
-                del counts[p]
-                where.pop(p, None)
+        _merge_everywhere(pair, new, seqs, freqs, counts, where, heap)
     if progress is not None:
         progress(len(vocab), vocab_size)
     return ranks
+
+
+def _pair_index(seqs: list[list[int]], freqs: list[int]):
+    """Pair counts, the chunks holding each pair, and a heap of pairs by count."""
+    counts: dict[Pair, int] = defaultdict(int)
+    # pair -> ids of the chunks that hold it, and maybe of some that no longer do (see below),
+    # with repeats: an array takes 4 bytes an id where a set takes ~50, and this is the bulk of
+    # the memory (a 6 MB Chinese corpus: 465 MB peak instead of 810).
+    where: dict[Pair, array] = defaultdict(lambda: array("i"))
+    for i, seq in enumerate(seqs):
+        for pair in pairwise(seq):
+            counts[pair] += freqs[i]
+            where[pair].append(i)
+    # A max-heap by count with stale entries: every count change pushes a fresh entry, and a popped
+    # entry whose count no longer matches is skipped, so finding the best pair costs O(log n).
+    heap = [(-n, pair) for pair, n in counts.items()]
+    heapq.heapify(heap)
+    return counts, where, heap
+
+
+def _merge_everywhere(pair: Pair, new: int, seqs, freqs, counts, where, heap) -> None:
+    """Merge pair into new in every chunk that holds it, updating counts, index and heap."""
+    delta: dict[Pair, int] = defaultdict(int)
+    for i in set(where.pop(pair)):
+        # A chunk's id is not taken out of the index when it loses a pair, so some ids here
+        # may no longer hold it; merging those changes nothing.
+        seqs[i], made = _merge(seqs[i], pair, new, freqs[i], delta)
+        for p in made:
+            where[p].append(i)
+    for p, d in delta.items():
+        if d == 0:
+            continue
+        n = counts[p] = counts[p] + d
+        if n > 0:
+            heapq.heappush(heap, (-n, p))
+        else:
+            del counts[p]
+            where.pop(p, None)
 
 
 def dump_ranks(ranks: dict[bytes, int]) -> str:

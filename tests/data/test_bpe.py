@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tiktoken_ext.openai_public import r50k_pat_str
 
-from gptcli.bpe import (
+from gptcli.data.bpe import (
     GPT2_SPLIT_PATTERN,
     count_chunks,
     dump_ranks,
@@ -195,7 +195,7 @@ def test_split_pattern_splits_like_tiktokens_gpt2_pattern(text):
 
 
 def test_counts_over_safely_cut_pieces_equal_the_whole_texts():
-    from gptcli.prepare import find_cut
+    from gptcli.data.pieces import find_cut
 
     pieces, rest = [], CORPUS
     while (cut := find_cut(rest[:500])) > 0:

@@ -4,12 +4,12 @@ import pickle
 import pytest
 import torch
 
-from gptcli import checkpoint
 from gptcli.errors import GptcliError
 from gptcli.generate import load_model
-from gptcli.train import train
+from gptcli.training import checkpoint
+from gptcli.training.loop import train
 
-from .conftest import tiny_config
+from ..conftest import tiny_config
 
 
 @pytest.fixture

@@ -5,22 +5,17 @@ import pytest
 import torch
 import yaml
 
-from gptcli import checkpoint
 from gptcli.config import ModelConfig, TrainConfig
 from gptcli.errors import GptcliError
 from gptcli.model import GPT
-from gptcli.train import (
-    Callbacks,
-    flops_per_token,
-    lr_at,
-    make_optimizer,
-    peak_flops,
-    resolve_device,
-    resolve_precision,
-    train,
-)
+from gptcli.training import checkpoint
+from gptcli.training.device import resolve_device, resolve_precision
+from gptcli.training.loop import train
+from gptcli.training.mfu import flops_per_token, peak_flops
+from gptcli.training.optim import lr_at, make_optimizer
+from gptcli.training.report import Callbacks
 
-from .conftest import tiny_config
+from ..conftest import tiny_config
 
 
 def test_training_lowers_the_loss_and_writes_a_checkpoint(tmp_path, char_data):
@@ -110,7 +105,7 @@ def test_bf16_autocast_trains_on_cpu(tmp_path, char_data):
 def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(
     tmp_path, char_data, monkeypatch
 ):
-    from gptcli import train as train_module
+    from gptcli.training import loop as train_module
 
     real_lr_at = train_module.lr_at
     # An infinite learning rate from step 12 on turns the weights, then the loss, to nan.

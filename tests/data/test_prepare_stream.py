@@ -12,13 +12,14 @@ import tiktoken
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gptcli import prepare as prep
-from gptcli.bpe import GPT2_SPLIT_PATTERN, train_bpe
+from gptcli.data import prepare as prep
+from gptcli.data.bpe import GPT2_SPLIT_PATTERN, train_bpe
+from gptcli.data.pieces import find_cut, read_pieces
+from gptcli.data.prepare import prepare
+from gptcli.data.tokenizers import tokenizer_from_spec
 from gptcli.errors import GptcliError
-from gptcli.prepare import find_cut, prepare, read_pieces
-from gptcli.tokenizers import tokenizer_from_spec
 
-from .conftest import gpt2_available, make_text, needs_gpt2
+from ..conftest import gpt2_available, make_text, needs_gpt2
 
 # Every class the split pattern tells apart, the whitespace that only some definitions of \s
 # include (\x1c, \xa0, \u3000), contractions, CRLF, combining marks, CJK and emoji.

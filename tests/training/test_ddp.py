@@ -10,12 +10,13 @@ import pytest
 import torch
 import yaml
 
-from gptcli import checkpoint
 from gptcli.config import TrainConfig
 from gptcli.errors import GptcliError
-from gptcli.train import micro_batches, train
+from gptcli.training import checkpoint
+from gptcli.training.batches import micro_batches
+from gptcli.training.loop import train
 
-from .conftest import REPO, tiny_config
+from ..conftest import REPO, tiny_config
 
 
 def test_global_batch_splits_over_processes():

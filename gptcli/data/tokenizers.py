@@ -153,7 +153,7 @@ class BPETokenizer(_TiktokenTokenizer):
     ):
         import tiktoken
 
-        from gptcli.bpe import GPT2_SPLIT_PATTERN
+        from gptcli.data.bpe import GPT2_SPLIT_PATTERN
 
         self.ranks = ranks
         self.pattern = GPT2_SPLIT_PATTERN if pattern is None else pattern
@@ -177,7 +177,7 @@ class BPETokenizer(_TiktokenTokenizer):
         vocab_size: int | None = None,
         train_bytes: int | None = None,
     ) -> BPETokenizer:
-        from gptcli.bpe import GPT2_SPLIT_PATTERN, count_chunks, train_bpe_from_counts
+        from gptcli.data.bpe import GPT2_SPLIT_PATTERN, count_chunks, train_bpe_from_counts
 
         if vocab_size is None:
             raise GptcliError("--tokenizer bpe needs --vocab-size N (e.g. 4096)")
@@ -194,7 +194,7 @@ class BPETokenizer(_TiktokenTokenizer):
         return cls(train_bpe_from_counts(counts, vocab_size - 1, progress))
 
     def spec(self) -> dict[str, Any]:
-        from gptcli.bpe import dump_ranks
+        from gptcli.data.bpe import dump_ranks
 
         return {
             "type": self.name,
@@ -205,7 +205,7 @@ class BPETokenizer(_TiktokenTokenizer):
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any]) -> BPETokenizer:
-        from gptcli.bpe import load_ranks
+        from gptcli.data.bpe import load_ranks
 
         try:
             return cls(load_ranks(spec["ranks"]), spec["pattern"], spec["special_tokens"])

@@ -11,7 +11,7 @@ import torch.nn as nn
 
 from gptcli.config import ModelConfig, load_config
 from gptcli.errors import GptcliError
-from gptcli.model import GPT, count_params_formula
+from gptcli.model import GPT, check_config, count_params_formula
 from gptcli.model.gpt import PLACEMENTS
 from gptcli.model.norms import NORMS, BatchNorm, RMSNorm
 from gptcli.model.positions import (
@@ -246,7 +246,9 @@ def test_batchnorm_matches_torch_batchnorm1d_over_batch_and_time(training):
 
 
 def test_config_refuses_impossible_variant_settings(tmp_path):
+    rope = ["model.position=rope", "model.n_embd=30", "model.n_head=10"]
     with pytest.raises(GptcliError, match="even head size"):
-        load_config(None, ["model.position=rope", "model.n_embd=30", "model.n_head=10"])
+        check_config(load_config(None, rope).model)
+    relative = ["model.position=relative", "model.relative_max_distance=8"]
     with pytest.raises(GptcliError, match="relative_max_distance"):
-        load_config(None, ["model.position=relative", "model.relative_max_distance=8"])
+        check_config(load_config(None, relative).model)

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import torch
 
-from gptcli import atomic, checkpoint
+from gptcli import atomic
 from gptcli.config import Config, ModelConfig, config_from_dict
 from gptcli.errors import GptcliError, first_line
 from gptcli.model import GPT
+from gptcli.training import checkpoint
 
 CONFIG_FILE = "config.json"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")

@@ -23,6 +23,7 @@ import torch
 from gptcli import atomic
 from gptcli.config import Config, config_from_dict
 from gptcli.errors import GptcliError, first_line
+from gptcli.model import check_config
 
 POINTER = "checkpoints.json"
 MODEL_FILE = "model.pt"
@@ -159,6 +160,7 @@ def load(path: str | Path, which: str = "best") -> Checkpoint:
     try:
         info = json.loads(cfg_path.read_text(encoding="utf-8"))
         config = config_from_dict(info["config"], source=str(cfg_path))
+        check_config(config.model)
         return Checkpoint(
             dir=ckpt_dir,
             config=config,

@@ -7,14 +7,15 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from gptcli import prepare as prep
-from gptcli.bpe import load_ranks
 from gptcli.cli import app
+from gptcli.data import corpora
+from gptcli.data import prepare as prep
+from gptcli.data.bpe import load_ranks
+from gptcli.data.prepare import prepare
+from gptcli.data.tokenizers import tokenizer_from_spec
 from gptcli.errors import GptcliError
-from gptcli.prepare import prepare
-from gptcli.tokenizers import tokenizer_from_spec
 
-from .conftest import make_text, needs_gpt2
+from ..conftest import make_text, needs_gpt2
 
 
 def read_split(out, split, meta):
@@ -115,7 +116,7 @@ def local_dataset(tmp_path, monkeypatch):
     source.write_text(make_text(seed=3))
     digest = hashlib.sha256(source.read_bytes()).hexdigest()
     entry = {"url": source.as_uri(), "sha256": digest, "filename": "local.txt"}
-    monkeypatch.setitem(prep.DATASETS, "local", entry)
+    monkeypatch.setitem(corpora.DATASETS, "local", entry)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     return source
 
@@ -132,20 +133,20 @@ def test_named_dataset_downloads_once_then_uses_the_cache(tmp_path, local_datase
 
 
 def test_named_dataset_offline_says_how_to_pass_a_local_copy(tmp_path, local_dataset, monkeypatch):
-    monkeypatch.setitem(prep.DATASETS["local"], "url", "http://127.0.0.1:9/input.txt")
+    monkeypatch.setitem(corpora.DATASETS["local"], "url", "http://127.0.0.1:9/input.txt")
     with pytest.raises(GptcliError, match="--input"):
         prepare(dataset="local", tokenizer="char", out_dir=tmp_path / "d")
 
 
 def test_named_dataset_checksum_mismatch(tmp_path, local_dataset, monkeypatch):
-    monkeypatch.setitem(prep.DATASETS["local"], "sha256", "0" * 64)
+    monkeypatch.setitem(corpora.DATASETS["local"], "sha256", "0" * 64)
     with pytest.raises(GptcliError, match="sha256"):
         prepare(dataset="local", tokenizer="char", out_dir=tmp_path / "d")
     assert not (tmp_path / "cache" / "gptcli" / "local.txt").exists()
 
 
 def test_shakespeare_entry_is_the_published_corpus():
-    entry = prep.DATASETS["shakespeare"]
+    entry = corpora.DATASETS["shakespeare"]
     assert entry["sha256"] == "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
     assert entry["url"].endswith("tinyshakespeare/input.txt")
 

@@ -1,0 +1,38 @@
+"""The Typer app and what every command shares: the console, one-line errors, summary tables."""
+
+from __future__ import annotations
+
+import contextlib
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from gptcli.errors import GptcliError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    help="Prepare a corpus, train a GPT-2-style model with switchable parts, and sample from it.",
+)
+console = Console()
+
+
+@contextlib.contextmanager
+def user_errors():
+    """Bad input ends in one line on stderr and exit code 2, never a traceback."""
+    try:
+        yield
+    except GptcliError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def table(title: str, rows: list[tuple[str, object]]) -> Table:
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in rows:
+        table.add_row(key, str(value))
+    return table

@@ -1,0 +1,41 @@
+"""`gptcli convert`: Hugging Face GPT-2 weights -> a gptcli checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from gptcli.cli.app import app, console, table, user_errors
+
+
+@app.command()
+def convert(
+    hf_dir: Path = typer.Argument(..., help="A local Hugging Face GPT-2 directory."),
+    out_dir: Path = typer.Argument(..., help="Where the gptcli checkpoint goes."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing output directory."),
+) -> None:
+    """Convert Hugging Face GPT-2 weights (config.json + model.safetensors or
+    pytorch_model.bin) into a gptcli checkpoint for `sample` and `train.init_from`."""
+    from gptcli.interop import hf
+    from gptcli.model.gpt import count_params_formula
+    from gptcli.training import checkpoint
+
+    with user_errors():
+        out = hf.convert(hf_dir, out_dir, force=force)
+        ckpt = checkpoint.load(out)
+    mc = ckpt.config.model
+    console.print(
+        table(
+            f"converted {hf_dir}",
+            [
+                ("parameters", f"{count_params_formula(mc, ckpt.vocab_size):,}"),
+                ("layers", mc.n_layer),
+                ("heads", mc.n_head),
+                ("width", mc.n_embd),
+                ("context", mc.block_size),
+                ("vocab", f"{ckpt.vocab_size:,}"),
+                ("out dir", out),
+            ],
+        )
+    )

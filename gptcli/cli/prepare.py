@@ -1,0 +1,108 @@
+"""`gptcli prepare`: a corpus -> a tokenized dataset."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+from tqdm import tqdm
+
+from gptcli.cli.app import app, console, table, user_errors
+
+
+@app.command()
+def prepare(
+    input: Path | None = typer.Option(None, "--input", "-i", help="A text file or a directory."),
+    dataset: str | None = typer.Option(None, help="A named corpus: shakespeare."),
+    tokenizer: str = typer.Option("gpt2", help="gpt2 | char | bpe"),
+    vocab_size: int | None = typer.Option(
+        None, help="bpe: the vocabulary size, <|endoftext|> included (e.g. 4096)."
+    ),
+    train_bytes: str | None = typer.Option(
+        None, help="bpe: train on the corpus' first N bytes, e.g. 50M \\[default: 20M]."
+    ),
+    out: Path | None = typer.Option(
+        None, help="Output directory \\[default: data/NAME_TOKENIZER]."
+    ),
+    val_fraction: float = typer.Option(
+        0.1, help="Tail fraction of the tokens kept for validation."
+    ),
+    block_size: int = typer.Option(
+        64, help="Refuse a corpus whose splits cannot hold one block of this many tokens."
+    ),
+    workers: int | None = typer.Option(None, help="Encoding processes \\[default: CPU count]."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing output directory."),
+) -> None:
+    """Tokenize a corpus into data/NAME/{train.bin, val.bin, meta.json}."""
+    from gptcli.data.prepare import parse_size
+    from gptcli.data.prepare import prepare as run_prepare
+
+    bars = _StageBars()
+    with user_errors(), bars:
+        try:
+            result = run_prepare(
+                input_path=input,
+                dataset=dataset,
+                tokenizer=tokenizer,
+                out_dir=out,
+                val_fraction=val_fraction,
+                force=force,
+                vocab_size=vocab_size,
+                train_bytes=None if train_bytes is None else parse_size(train_bytes),
+                block_size=block_size,
+                workers=workers,
+                progress=bars.show,
+            )
+        except KeyboardInterrupt:
+            bars.close()
+            typer.echo("aborted; no dataset was written (an existing one is intact)", err=True)
+            raise typer.Exit(130) from None
+    mb_per_s = result.source_bytes / 1e6 / max(result.seconds["encode"], 1e-9)
+    console.print(
+        table(
+            f"prepared {result.out_dir}",
+            [
+                ("tokenizer", tokenizer),
+                ("vocab size", f"{result.vocab_size:,}"),
+                ("source bytes", f"{result.source_bytes:,}"),
+                ("train tokens", f"{result.train_tokens:,}"),
+                ("val tokens", f"{result.val_tokens:,}"),
+                ("tokenizer time", f"{result.seconds['tokenizer']:.1f} s"),
+                ("encoding time", f"{result.seconds['encode']:.1f} s ({mb_per_s:.1f} MB/s)"),
+            ],
+        )
+    )
+
+
+class _StageBars:
+    """One tqdm bar for the current stage of prepare, shown on a terminal only."""
+
+    def __init__(self):
+        self.bars: dict[str, tqdm] = {}
+
+    def show(self, stage: str, done: int, total: int, unit: str) -> None:
+        if stage not in self.bars:
+            for bar in self.bars.values():
+                bar.total = bar.n  # a stage may end early: bpe reads only --train-bytes
+            self.close()
+            self.bars[stage] = tqdm(
+                total=total,
+                desc=stage,
+                unit=unit,
+                unit_scale=True,
+                dynamic_ncols=True,
+                disable=not sys.stderr.isatty(),  # keeps logs and errors to their lines
+            )
+        self.bars[stage].update(done - self.bars[stage].n)
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
+        self.bars.clear()
+
+    def __enter__(self) -> _StageBars:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

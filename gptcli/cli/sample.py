@@ -1,0 +1,79 @@
+"""`gptcli sample`: a checkpoint -> text."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from gptcli.cli.app import app, user_errors
+from gptcli.errors import GptcliError
+
+
+@app.command()
+def sample(
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="A run directory or checkpoint."),
+    prompt: str = typer.Option("", help="Text to continue; empty starts a new document."),
+    prompt_file: Path | None = typer.Option(None, help="Read the prompt from a file."),
+    max_new_tokens: int | None = typer.Option(None, min=0, help="\\[default: from the config]"),
+    temperature: float | None = typer.Option(None, min=0.0, help="0 is greedy."),
+    top_k: int | None = typer.Option(None, min=0, help="Keep the k most likely; 0 disables."),
+    top_p: float | None = typer.Option(None, min=0.0, max=1.0, help="Nucleus mass; 1 disables."),
+    seed: int | None = typer.Option(None, help="Random seed: the same seed, the same sample."),
+    num_samples: int | None = typer.Option(None, min=1, help="Samples, generated as one batch."),
+    stop: list[str] = typer.Option(
+        [], "--stop", help="End a sample at this text, which is not printed (repeatable)."
+    ),
+    stream: bool | None = typer.Option(
+        None, "--stream/--no-stream", help="Print text as it is generated \\[default: on a tty]."
+    ),
+    window: bool = typer.Option(
+        True,
+        "--window/--no-window",
+        help="Slide a block_size window over long contexts; --no-window grows past it "
+        "(every position scheme but learned).",
+    ),
+    which: str = typer.Option("best", help="best | latest, when given a run directory."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N | mps"),
+) -> None:
+    """Generate text from a trained checkpoint (with a KV cache)."""
+    import sys
+
+    from gptcli.generate import load
+
+    with user_errors():
+        if prompt_file is not None:
+            try:
+                prompt = prompt_file.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise GptcliError(f"cannot read --prompt-file {prompt_file}: {exc}") from None
+        model = load(checkpoint, which, device)
+        n = model.checkpoint.config.sample.num_samples if num_samples is None else num_samples
+        pieces = model.generate_streams(
+            prompt,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            seed=seed,
+            num_samples=n,
+            stop=stop,
+            window=window,
+        )
+        # The first step encodes the prompt and checks the window: fail before printing.
+        first = next(pieces)
+        live = sys.stdout.isatty() if stream is None else stream
+        if live and n == 1:
+            sys.stdout.write(prompt + first[0])
+            for new in pieces:
+                sys.stdout.write(new[0])
+                sys.stdout.flush()
+            sys.stdout.write("\n")
+            return
+        texts = [prompt + piece for piece in first]
+        for new in pieces:
+            texts = [text + piece for text, piece in zip(texts, new, strict=True)]
+    for i, text in enumerate(texts):
+        if i:
+            typer.echo("-" * 40)
+        typer.echo(text)

@@ -1,0 +1,153 @@
+"""`gptcli train`: a config -> a trained run, with a progress bar and summary tables."""
+
+from __future__ import annotations
+
+import math
+import shlex
+import signal
+from pathlib import Path
+
+import typer
+from tqdm import tqdm
+
+from gptcli.cli.app import app, console, table, user_errors
+
+
+class _Progress:
+    """Train callbacks: summary tables, a tqdm bar with loss, lr, tokens/s and the ETA, eval
+    lines above it."""
+
+    def __init__(self):
+        self.bar: tqdm | None = None
+        self.loss: float | None = None
+
+    def on_start(self, info) -> None:
+        m, procs = info.model, info.world_size
+        shape = f"{m.n_layer} layers x {m.n_head} heads x {m.n_embd} wide, context {m.block_size}"
+        per_step = f"{info.batch_size} x {m.block_size} tokens x {info.micro_batches} micro-batches"
+        console.print(
+            table(
+                "training",
+                [
+                    ("model", f"{shape}; {m.position} positions, {m.norm}"),
+                    ("parameters", f"{info.n_params:,} ({info.param_bytes / 2**20:.1f} MiB)"),
+                    ("vocab size", f"{info.vocab_size:,}"),
+                    ("device", info.device + (f" x {procs} processes" if procs > 1 else "")),
+                    ("precision", info.precision),
+                    ("tokens per step", f"{info.tokens_per_step:,} = {per_step}"),
+                    ("steps", f"{info.start_step} -> {info.max_iters}"),
+                    ("train / val tokens", f"{info.train_tokens:,} / {info.val_tokens:,}"),
+                    ("out dir", info.out_dir),
+                ],
+            )
+        )
+        self.bar = tqdm(
+            total=info.max_iters,
+            initial=info.start_step,
+            unit="step",
+            dynamic_ncols=True,
+            mininterval=0.5,
+            bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}, ETA {remaining}{postfix}]",
+        )
+
+    def on_step(self, step, loss, lr, tokens_per_sec) -> None:
+        if loss is not None:
+            self.loss = loss
+        self.bar.update(1)
+        loss_text = f"{self.loss:.4f}" if self.loss is not None else "-"
+        self.bar.set_postfix_str(
+            f"loss {loss_text} lr {lr:.2e} {tokens_per_sec:,.0f} tok/s", refresh=False
+        )
+
+    def on_eval(self, result) -> None:
+        tqdm.write(
+            f"step {result.step}: train loss {result.train_loss:.4f}, "
+            f"val loss {result.val_loss:.4f}"
+        )
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+@app.command()
+def train(
+    config: Path = typer.Option(
+        ..., "--config", "-c", help="A YAML config, e.g. configs/demo.yaml."
+    ),
+    set_: list[str] = typer.Option(
+        [], "--set", help="Override a config key: --set model.n_layer=2 (repeatable)."
+    ),
+    device: str | None = typer.Option(None, help="auto | cpu | cuda | cuda:N | mps"),
+    out: Path | None = typer.Option(None, help="Run directory (sets train.out_dir)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint."),
+    force: bool = typer.Option(False, "--force", help="Start over in a run dir that has one."),
+) -> None:
+    """Train a model as the config says; checkpoints go to train.out_dir.
+
+    Ctrl-C or SIGTERM stops after the current step with a checkpoint to --resume from (exit
+    code 130 or 143). Under torchrun, rank 0 alone reports and writes."""
+    from gptcli.config import load_config
+    from gptcli.training.distributed import from_env
+    from gptcli.training.loop import train as run_train
+
+    values = {"train.device": device, "train.out_dir": str(out) if out else None}
+    progress = _Progress()
+    with user_errors():
+        processes = from_env()
+        try:
+            cfg = load_config(config, set_, {k: v for k, v in values.items() if v is not None})
+            result = run_train(cfg, resume=resume, force=force, callbacks=progress)
+        except KeyboardInterrupt:
+            # A second Ctrl-C, or one before training began: whatever checkpoint there was is
+            # still whole, as checkpoints are written before the pointer names them.
+            progress.close()
+            typer.echo("aborted; the run directory's latest checkpoint is intact", err=True)
+            raise typer.Exit(130) from None
+        finally:
+            progress.close()
+    if result.interrupted:
+        if processes.is_main:
+            command = _resume_command(config, set_, device, out, distributed=processes.enabled)
+            typer.echo(
+                f"stopped by {signal.Signals(result.interrupted).name} at step {result.step}; "
+                f"saved {result.checkpoint}; resume with: {command}",
+                err=True,
+            )
+        raise typer.Exit(128 + result.interrupted)
+    if processes.is_main:
+        console.print(table("done", _summary(result)))
+
+
+def _resume_command(config, set_, device, out, distributed: bool) -> str:
+    again = ["gptcli", "train", "--config", str(config)]
+    for text in set_:
+        again += ["--set", text]
+    again += ["--device", device] if device else []
+    again += ["--out", str(out)] if out else []
+    command = shlex.join([*again, "--resume"])
+    return f"torchrun <the same options> -m {command}" if distributed else command
+
+
+def _summary(result) -> list[tuple[str, object]]:
+    rows: list[tuple[str, object]] = [("steps", result.steps)]
+    if result.first_eval:
+        rows.append(("first val loss", f"{result.first_eval.val_loss:.4f}"))
+    if result.last_eval:
+        rows.append(("final train loss", f"{result.last_eval.train_loss:.4f}"))
+        rows.append(("final val loss", f"{result.last_eval.val_loss:.4f}"))
+    if result.best_val_loss is not None:
+        rows.append(("best val loss", f"{result.best_val_loss:.4f}"))
+        rows.append(("best val perplexity", f"{math.exp(min(result.best_val_loss, 50)):.2f}"))
+    if result.mfu is not None:
+        mfu = f"{100 * result.mfu:.1f}%"
+    else:
+        mfu = "unknown (no peak FLOP/s for this GPU)" if result.device.startswith("cuda") else "-"
+    rows += [
+        ("time", f"{result.seconds:.1f} s"),
+        ("tokens/s", f"{result.tokens_per_sec:,.0f} (training steps only)"),
+        ("MFU", mfu),
+        ("checkpoint", result.checkpoint or "-"),
+    ]
+    return rows

@@ -1,0 +1,323 @@
+"""Corpus -> data/<name>/{train.bin, val.bin, meta.json}, streaming in bounded memory.
+
+Each file is read in pieces (pieces.py); worker processes encode the pieces, a few at a time,
+and their tokens go straight to one file in order. The validation split is the tail of that
+stream, moved out at the end. The dataset directory is written beside its final place and renamed
+into it at the end, so an interrupted or failed prepare never leaves a half-written dataset (nor
+destroys an old one).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import multiprocessing
+import os
+import re
+import shutil
+import signal
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import gptcli
+from gptcli import atomic
+from gptcli.data.corpora import fetch_dataset, source_files
+from gptcli.data.pieces import CHUNK_BYTES, MIN_POOL_CHUNKS, read_corpus, read_pieces
+from gptcli.data.tokenizers import TOKENIZERS, Tokenizer, tokenizer_from_spec
+from gptcli.errors import GptcliError
+
+
+@dataclass
+class PrepareResult:
+    out_dir: Path
+    vocab_size: int
+    train_tokens: int
+    val_tokens: int
+    source_bytes: int
+    # Wall-clock seconds of each stage: "tokenizer" (learning the vocabulary) and "encode".
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+class _Done:
+    """A result at hand, with a Future's result()."""
+
+    def __init__(self, value: bytes):
+        self.value = value
+
+    def result(self) -> bytes:
+        return self.value
+
+
+def _encode_piece(tok: Tokenizer, dtype: np.dtype, piece: str) -> bytes:
+    return tok.encode_array(piece).astype(dtype, copy=False).tobytes()
+
+
+_worker_encode: Callable[[str], bytes] | None = None
+_worker_error: BaseException | None = None
+
+
+def _init_worker(spec: dict[str, Any], dtype: str) -> None:
+    global _worker_encode, _worker_error
+    # Ctrl-C reaches the whole process group: the parent alone handles it, by ending the pool.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        _worker_encode = functools.partial(
+            _encode_piece, tokenizer_from_spec(spec), np.dtype(dtype)
+        )
+    except BaseException as exc:
+        # Raised here, it would make the pool restart the worker forever; raise it per task.
+        _worker_error = exc
+
+
+def _encode_in_worker(piece: str) -> bytes:
+    if _worker_encode is None:
+        raise _worker_error or RuntimeError("worker not initialised")
+    return _worker_encode(piece)
+
+
+@contextlib.contextmanager
+def _encoder(tok: Tokenizer, dtype: np.dtype, workers: int):
+    """submit(piece) -> an object whose result() is the piece's token bytes: from a pool of
+    worker processes, or computed at once in this process for workers=1."""
+    if workers == 1:
+        encode = functools.partial(_encode_piece, tok, dtype)
+        yield lambda piece: _Done(encode(piece))
+        return
+    # spawn rather than fork: the caller may run threads (tqdm's monitor, torch's pools) that a
+    # fork would copy in the middle of whatever they hold. Workers rebuild the tokenizer from its
+    # spec, as a checkpoint does. concurrent.futures rather than multiprocessing.Pool: when a
+    # worker dies (killed, out of memory, cannot start) Pool waits forever; this one raises.
+    context = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(workers, context, _init_worker, (tok.spec(), dtype.str))
+    try:
+        yield lambda piece: pool.submit(_encode_in_worker, piece)
+    except BrokenProcessPool:
+        raise GptcliError(
+            "an encoding worker process died or could not start; a script that calls prepare() "
+            "with workers > 1 needs an `if __name__ == '__main__':` guard (or use --workers 1)"
+        ) from None
+    finally:
+        # After an error, pieces still queued are dropped rather than encoded.
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _encoded(
+    tok: Tokenizer,
+    files: list[Path],
+    dtype: np.dtype,
+    workers: int,
+    chunk_bytes: int,
+    sources: list[dict[str, Any]],
+    on_bytes: Callable[[int], None],
+) -> Iterator[bytes]:
+    """The corpus' tokens in order as raw bytes, documents separated by the tokenizer's separator;
+    appends each file's size and sha256 to sources."""
+    separator = b""
+    if tok.separator_id is not None:
+        separator = np.array([tok.separator_id], dtype).tobytes()
+    # Submitting only while few pieces are in flight (Pool.imap would read the whole corpus
+    # ahead) is what bounds memory; two per worker keep every worker busy.
+    in_flight = 2 * workers
+    with _encoder(tok, dtype, workers) as submit:
+        pending: deque = deque()
+        for i, path in enumerate(files):
+            info: dict[str, Any] = {}
+            for j, piece in enumerate(read_pieces(path, chunk_bytes, info, on_bytes)):
+                if i > 0 and j == 0 and separator:
+                    pending.append(_Done(separator))
+                pending.append(submit(piece))
+                while len(pending) > in_flight:
+                    yield pending.popleft().result()
+            sources.append(info)
+        while pending:
+            yield pending.popleft().result()
+
+
+def default_workers() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+_SIZE = re.compile(r"(\d+)\s*([kmg]?)(i?)b?", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """A byte count: 5000000, 5M or 5MB (10^6), 5MiB (2^20); K and G likewise."""
+    match = _SIZE.fullmatch(text.strip())
+    if not match:
+        raise GptcliError(f"not a size: {text!r}; write e.g. 50000000, 50M or 48MiB")
+    digits, prefix, binary = match.groups()
+    power = " kmg".index(prefix.lower() or " ")
+    return int(digits) * (1024 if binary else 1000) ** power
+
+
+def prepare(
+    *,
+    input_path: Path | None = None,
+    dataset: str | None = None,
+    tokenizer: str = "gpt2",
+    out_dir: Path | None = None,
+    val_fraction: float = 0.1,
+    force: bool = False,
+    vocab_size: int | None = None,
+    train_bytes: int | None = None,
+    block_size: int = 64,
+    workers: int | None = None,
+    chunk_bytes: int = CHUNK_BYTES,
+    progress: Callable[[str, int, int, str], None] | None = None,
+) -> PrepareResult:
+    """Tokenize a corpus into out_dir/{train.bin, val.bin, meta.json} (see the module docstring).
+
+    vocab_size and train_bytes go to tokenizers that learn from the corpus (bpe). Each split must
+    hold more than block_size tokens, so that training can draw one block and its targets.
+    workers: encoding processes (default: the CPUs this process may use). progress(stage, done,
+    total, unit) reports each stage: "vocabulary" (corpus bytes read to learn the vocabulary),
+    "merges" (tokens in a BPE vocabulary) and "encoding" (corpus bytes encoded).
+    """
+    if (input_path is None) == (dataset is None):
+        raise GptcliError("give exactly one of --input PATH or --dataset NAME")
+    _check_numbers(val_fraction, block_size, workers, chunk_bytes)
+    options = _tokenizer_options(tokenizer, vocab_size=vocab_size, train_bytes=train_bytes)
+    root = Path(input_path) if input_path is not None else fetch_dataset(dataset)
+    out_dir = _output_dir(root, out_dir, dataset, tokenizer, force)
+    files = source_files(root)
+    total = sum(path.stat().st_size for path in files)
+    if total == 0:
+        raise GptcliError(f"the corpus at {root} is empty; give it some text")
+    report = progress or (lambda stage, done, total, unit: None)
+
+    start = time.perf_counter()
+    tok = _learn_tokenizer(TOKENIZERS[tokenizer], options, files, total, chunk_bytes, report)
+    learned = time.perf_counter()
+    workers = default_workers() if workers is None else workers
+    if total < MIN_POOL_CHUNKS * chunk_bytes:
+        workers = 1
+    with atomic.new_dir(out_dir) as tmp:
+        encoded = functools.partial(_encoded, tok, files, workers=workers, chunk_bytes=chunk_bytes)
+        n_train, n_val = _write_dataset(
+            tmp, tok, encoded, val_fraction, block_size, _counter(report, "encoding", total)
+        )
+    seconds = {"tokenizer": learned - start, "encode": time.perf_counter() - learned}
+    return PrepareResult(out_dir, tok.vocab_size, n_train, n_val, total, seconds)
+
+
+def _check_numbers(val_fraction: float, block_size: int, workers: int | None, chunk_bytes: int):
+    if not 0.0 < val_fraction < 1.0:
+        raise GptcliError(f"--val-fraction must be between 0 and 1 (exclusive), got {val_fraction}")
+    if block_size < 1:
+        raise GptcliError(f"--block-size must be at least 1, got {block_size}")
+    if workers is not None and workers < 1:
+        raise GptcliError(f"--workers must be at least 1, got {workers}")
+    if chunk_bytes < 1:
+        raise ValueError(f"chunk_bytes must be at least 1, got {chunk_bytes}")
+
+
+def _tokenizer_options(tokenizer: str, **given: Any) -> dict[str, Any]:
+    """The options given for a tokenizer that learns from the corpus; refuses the ones it lacks."""
+    if tokenizer not in TOKENIZERS:
+        raise GptcliError(
+            f"unknown tokenizer '{tokenizer}'; choose one of: {', '.join(TOKENIZERS.names())}"
+        )
+    options = {key: value for key, value in given.items() if value is not None}
+    unused = [key for key in options if key not in TOKENIZERS[tokenizer].corpus_options]
+    if unused:
+        flag = "--" + unused[0].replace("_", "-")
+        raise GptcliError(f"{flag} does not apply to --tokenizer {tokenizer}")
+    return options
+
+
+def _output_dir(
+    root: Path, out_dir: Path | None, dataset: str | None, tokenizer: str, force: bool
+) -> Path:
+    if out_dir is None:
+        stem = dataset or (root.stem if root.is_file() else root.name)
+        out_dir = Path("data") / f"{stem}_{tokenizer}"
+    out_dir = Path(out_dir)
+    inside = (root.resolve(), out_dir.resolve())
+    if inside[0] == inside[1] or inside[0] in inside[1].parents or inside[1] in inside[0].parents:
+        raise GptcliError(
+            f"--out {out_dir} and the input {root} overlap; write the dataset somewhere else"
+        )
+    if out_dir.exists() and not force:
+        raise GptcliError(f"{out_dir} already exists; pass --force to replace it")
+    return out_dir
+
+
+def _learn_tokenizer(cls, options, files, total, chunk_bytes, report) -> Tokenizer:
+    def merges(done: int, n: int) -> None:
+        report("merges", done, n, "token")
+
+    texts = read_corpus(files, chunk_bytes, _counter(report, "vocabulary", total))
+    # closing(): a tokenizer that reads only part of the corpus leaves a file open.
+    with contextlib.closing(texts):
+        return cls.from_corpus(texts, progress=merges, **options)
+
+
+def _write_dataset(
+    out: Path,
+    tok: Tokenizer,
+    encoded: Callable[..., Iterator[bytes]],
+    val_fraction: float,
+    block_size: int,
+    on_bytes: Callable[[int], None],
+) -> tuple[int, int]:
+    """train.bin, val.bin, meta.json and the tokenizer's files into out; (train, val) tokens."""
+    dtype = np.dtype(np.uint16 if tok.vocab_size <= 2**16 else np.uint32)
+    sources: list[dict[str, Any]] = []
+    with open(out / "tokens.bin", "wb") as f:
+        for data in encoded(dtype=dtype, sources=sources, on_bytes=on_bytes):
+            f.write(data)
+        n_tokens = f.tell() // dtype.itemsize
+    n_val = int(n_tokens * val_fraction)
+    n_train = n_tokens - n_val
+    if min(n_train, n_val) <= block_size:
+        raise GptcliError(
+            f"the corpus is too small: {n_tokens} tokens give {n_train} train and {n_val} "
+            f"val tokens at --val-fraction {val_fraction}; each split needs more than "
+            f"--block-size {block_size} (one training block and its targets)"
+        )
+    _split_tail(out / "tokens.bin", out / "train.bin", out / "val.bin", n_train * dtype.itemsize)
+    meta = {
+        "gptcli_version": gptcli.__version__,
+        "tokenizer": tok.spec(),
+        "vocab_size": tok.vocab_size,
+        "dtype": dtype.name,
+        "tokens": {"train": n_train, "val": n_val},
+        "val_fraction": val_fraction,
+        "sources": sources,
+    }
+    atomic.write_json(out / "meta.json", meta)
+    for name, text in tok.extra_files().items():
+        (out / name).write_text(text, encoding="utf-8")
+    return n_train, n_val
+
+
+def _counter(report: Callable[[str, int, int, str], None], stage: str, total: int):
+    """on_bytes for read_pieces: reports the running count of bytes read in stage."""
+    done = 0
+
+    def add(n: int) -> None:
+        nonlocal done
+        done += n
+        report(stage, done, total, "B")
+
+    return add
+
+
+def _split_tail(tokens: Path, train: Path, val: Path, train_bytes: int) -> None:
+    """Move the bytes of tokens past train_bytes into val, the rest becoming train: a copy of
+    the (small) tail and a truncation, never the whole stream in memory."""
+    with open(tokens, "r+b") as src, open(val, "wb") as dst:
+        src.seek(train_bytes)
+        shutil.copyfileobj(src, dst, 16 << 20)
+        src.truncate(train_bytes)
+    os.replace(tokens, train)

@@ -1,0 +1,1 @@
+"""The borders: Hugging Face GPT-2 weights in and out."""

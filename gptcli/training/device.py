@@ -1,0 +1,46 @@
+"""Where a run computes and in which precision: device names and autocast."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+
+import torch
+
+from gptcli.errors import GptcliError
+
+
+def resolve_device(name: str) -> torch.device:
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", name):
+        raise GptcliError(f"unknown device '{name}'; use auto, cpu, cuda, cuda:N or mps")
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise GptcliError(f"device '{name}' asked for, but CUDA is not available; use --device cpu")
+    if name.startswith("cuda:") and int(name[5:]) >= torch.cuda.device_count():
+        raise GptcliError(f"device '{name}' does not exist: {torch.cuda.device_count()} GPU(s)")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise GptcliError("device 'mps' asked for, but MPS is not available; use --device cpu")
+    return torch.device(name)
+
+
+def resolve_precision(name: str, device: torch.device) -> str:
+    if name == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return "bf16"
+        return "fp32"
+    if name == "fp16" and device.type != "cuda":
+        raise GptcliError("train.precision fp16 needs a CUDA device; use bf16 or fp32 on CPU/MPS")
+    return name
+
+
+def autocast(device: torch.device, precision: str):
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+

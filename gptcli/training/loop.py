@@ -1,0 +1,195 @@
+"""The training loop, top-down: build the run, then for each step get its batches, forward and
+backward with accumulation, clip and step, log, evaluate, checkpoint.
+
+The library reports through callbacks and writes metrics.jsonl; presenting progress (bars,
+tables) is the CLI's job. Under torchrun (RANK, LOCAL_RANK, WORLD_SIZE set) each process runs
+its share of every step's micro-batches (see batches.py); only rank 0 reports and writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+
+import torch
+
+from gptcli.config import Config
+from gptcli.errors import GptcliError
+from gptcli.model import check_config
+from gptcli.training import checkpoint, distributed
+from gptcli.training.batches import train_generator
+from gptcli.training.device import autocast, resolve_device
+from gptcli.training.estimate import evaluate
+from gptcli.training.mfu import flops_per_token, peak_flops
+from gptcli.training.optim import lr_at, set_lr
+from gptcli.training.report import Callbacks, EvalResult, MetricsLog, TrainResult
+from gptcli.training.run import Run, build_run, run_info, save
+from gptcli.training.signals import StopSignal
+
+
+def train(
+    cfg: Config,
+    *,
+    resume: bool = False,
+    force: bool = False,
+    callbacks: Callbacks | None = None,
+) -> TrainResult:
+    """Train as cfg says; checkpoints and metrics.jsonl go to train.out_dir."""
+    check_config(cfg.model)
+    d = distributed.from_env()
+    device = (
+        distributed.setup(d, cfg.train.device) if d.enabled else resolve_device(cfg.train.device)
+    )
+    try:
+        cb = (callbacks or Callbacks()) if d.is_main else Callbacks()
+        run = build_run(cfg, d, device, resume_run=resume, force=force)
+        cb.on_start(run_info(run))
+        if d.is_main and force and not resume:
+            checkpoint.forget(run.out_dir)  # only now that the new run is sure to start
+        log = MetricsLog(run.out_dir if d.is_main else None, append=resume)
+        with log, StopSignal(escalate=not d.enabled) as stop:
+            return Loop(run, cb, log, stop).fit()
+    finally:
+        distributed.teardown(d)
+
+
+class Loop:
+    def __init__(self, run: Run, cb: Callbacks, log: MetricsLog, stop: StopSignal):
+        self.run, self.cb, self.log, self.stop = run, cb, log, stop
+        self.first_eval: EvalResult | None = None
+        self.last_eval: EvalResult | None = None
+        self.saved, self.saved_step = None, -1
+        self.train_seconds = 0.0
+
+    def fit(self) -> TrainResult:
+        run, tc = self.run, self.run.cfg.train
+        t_start = time.perf_counter()
+        if run.start_step == 0 and tc.max_iters > 0:
+            self.first_eval = self.last_eval = self.evaluate(0)
+        run.model.train()
+        done, stopped_by = run.start_step, 0
+        t_last = time.perf_counter()
+        for step in range(run.start_step, tc.max_iters):
+            lr = set_lr(run.optimizer, lr_at(step, tc))
+            loss_sum = self.forward_backward(step)
+            self.clip_and_step()
+            done = step + 1
+            now = time.perf_counter()
+            self.train_seconds += now - t_last
+            tokens_per_sec = run.tokens_per_step / max(now - t_last, 1e-9)
+            # Every process must stop at the same step, whichever got the signal: under DDP, a
+            # one-number all-reduce per step.
+            if done < tc.max_iters:
+                stopped_by = distributed.all_max(run.d, self.stop.signum, run.device)
+            self.log_step(done, loss_sum, lr, tokens_per_sec, stopped_by)
+            if done % tc.eval_interval == 0 or done == tc.max_iters:
+                self.evaluate_and_save(done)
+            if stopped_by:
+                if self.saved_step != done:
+                    self.saved, self.saved_step = save(run, done, None), done
+                break
+            t_last = time.perf_counter()  # keep eval and saving out of the next step's tokens/s
+        # No process may leave before rank 0 has written the checkpoint: torchrun stops the
+        # others as soon as one exits with an error code.
+        distributed.barrier(run.d)
+        return self.result(done, time.perf_counter() - t_start, stopped_by)
+
+    def forward_backward(self, step: int) -> torch.Tensor:
+        """Accumulate the gradients of this process's micro-batches; their summed loss."""
+        run, tc, mc = self.run, self.run.cfg.train, self.run.cfg.model
+        my_micro = run.my_micro
+        loss_sum = torch.zeros((), device=run.device)
+        for m in my_micro:
+            x, y = run.data.batch(
+                "train", tc.batch_size, mc.block_size, train_generator(tc.seed, step, m)
+            )
+            # Gradients are all-reduced once per step, in the last micro-batch's backward.
+            sync = not run.d.enabled or m == my_micro[-1]
+            with contextlib.nullcontext() if sync else run.trainee.no_sync():
+                with autocast(run.device, run.precision):
+                    _, loss = run.trainee(x.to(run.device), y.to(run.device))
+                run.scaler.scale(loss / len(my_micro)).backward()
+            loss_sum += loss.detach()
+        return loss_sum
+
+    def clip_and_step(self) -> None:
+        run = self.run
+        if run.cfg.train.grad_clip > 0:
+            run.scaler.unscale_(run.optimizer)
+            torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.cfg.train.grad_clip)
+        # fp16: a step whose gradients overflowed is skipped here and the scale lowered.
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+        run.optimizer.zero_grad(set_to_none=True)
+
+    def log_step(self, done: int, loss_sum, lr: float, tokens_per_sec: float, stopping) -> None:
+        run, tc = self.run, self.run.cfg.train
+        is_log = done % tc.log_interval == 0 or done == tc.max_iters
+        is_eval = done % tc.eval_interval == 0 or done == tc.max_iters
+        logged = None
+        # Measured (a device sync) only when needed, and always before a checkpoint.
+        if is_log or is_eval or stopping:
+            logged = (distributed.all_sum(run.d, loss_sum, run.device) / run.n_micro).item()
+            self.check_finite(logged, "training loss", done)
+        if is_log:
+            record = {"step": done, "loss": logged, "lr": lr, "tokens_per_sec": tokens_per_sec}
+            if run.scaler.is_enabled():
+                record["loss_scale"] = run.scaler.get_scale()
+            self.log.write(record)
+        self.cb.on_step(done, logged, lr, tokens_per_sec)
+
+    def evaluate(self, step: int) -> EvalResult:
+        run = self.run
+        losses = evaluate(run.forward, run.data, run.cfg, run.device, run.precision, run.d)
+        result = EvalResult(step, losses["train"], losses["val"])
+        self.check_finite(result.val_loss, "val loss", step)
+        self.log.write({"step": step, "train_loss": result.train_loss, "val_loss": result.val_loss})
+        self.cb.on_eval(result)
+        return result
+
+    def evaluate_and_save(self, done: int) -> None:
+        run = self.run
+        self.last_eval = self.evaluate(done)
+        if self.last_eval.val_loss < run.best_val:
+            run.best_val, run.best_step = self.last_eval.val_loss, done
+        self.saved, self.saved_step = save(run, done, self.last_eval.val_loss), done
+
+    def check_finite(self, value: float, what: str, step: int) -> None:
+        if math.isfinite(value):
+            return
+        pointer = checkpoint.read_pointer(self.run.out_dir)
+        kept = (
+            f"the last good checkpoint, {self.run.out_dir / pointer['latest']}, is kept "
+            "(--resume with a lower train.lr continues from it)"
+            if pointer
+            else "no checkpoint was written"
+        )
+        fp16 = (
+            " (not a gradient overflow: the GradScaler skips those steps itself)"
+            if self.run.precision == "fp16"
+            else ""
+        )
+        raise GptcliError(
+            f"the {what} became {value} at step {step}{fp16}; training stopped. Lower train.lr "
+            f"or raise train.warmup_iters, or use precision fp32; {kept}"
+        )
+
+    def result(self, done: int, seconds: float, stopped_by: int) -> TrainResult:
+        run = self.run
+        steps = done - run.start_step
+        tps = steps * run.tokens_per_step / self.train_seconds if self.train_seconds > 0 else 0.0
+        peak = peak_flops(run.device, run.precision)
+        return TrainResult(
+            steps=steps,
+            first_eval=self.first_eval,
+            last_eval=self.last_eval,
+            best_val_loss=run.best_val if math.isfinite(run.best_val) else None,
+            seconds=seconds,
+            tokens_per_sec=tps,
+            checkpoint=self.saved,
+            device=str(run.device),
+            step=done,
+            mfu=flops_per_token(run.model) * tps / (peak * run.d.world_size) if peak else None,
+            interrupted=stopped_by or None,
+        )

@@ -1,0 +1,88 @@
+"""What training tells the world: callbacks for a presenter (the CLI's progress bar), the
+metrics.jsonl log, and the result records."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gptcli.config import ModelConfig
+
+METRICS_FILE = "metrics.jsonl"
+
+
+@dataclass
+class RunInfo:
+    device: str
+    precision: str
+    n_params: int
+    vocab_size: int
+    tokens_per_step: int
+    start_step: int
+    max_iters: int
+    out_dir: str
+    train_tokens: int
+    val_tokens: int
+    model: ModelConfig | None = None
+    param_bytes: int = 0
+    batch_size: int = 0
+    micro_batches: int = 1  # per step, all processes together
+    world_size: int = 1
+
+
+@dataclass
+class EvalResult:
+    step: int
+    train_loss: float
+    val_loss: float
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    first_eval: EvalResult | None
+    last_eval: EvalResult | None
+    best_val_loss: float | None
+    seconds: float
+    tokens_per_sec: float  # training steps only: evaluations and checkpoints are left out
+    checkpoint: Path | None
+    device: str = "cpu"
+    step: int = 0  # the step the run ended at
+    mfu: float | None = None  # CUDA with a known peak only
+    interrupted: int | None = None  # the signal that stopped the run early, if one did
+
+
+class Callbacks:
+    """Hooks for presenting progress; the defaults stay silent."""
+
+    def on_start(self, info: RunInfo) -> None: ...
+
+    def on_step(self, step: int, loss: float | None, lr: float, tokens_per_sec: float) -> None:
+        """Called after every step; loss is measured only every log_interval steps."""
+
+    def on_eval(self, result: EvalResult) -> None: ...
+
+
+class MetricsLog:
+    """OUT_DIR/metrics.jsonl, a JSON record a line, flushed as written; a resumed run appends.
+    Processes other than rank 0 get a log that writes nothing."""
+
+    def __init__(self, out_dir: Path | None, append: bool):
+        self.file = None
+        if out_dir is not None:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            self.file = open(out_dir / METRICS_FILE, "a" if append else "w", encoding="utf-8")  # noqa: SIM115
+
+    def write(self, record: dict[str, Any]) -> None:
+        if self.file is not None:
+            self.file.write(json.dumps(record) + "\n")
+            self.file.flush()
+
+    def __enter__(self) -> MetricsLog:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.file is not None:
+            self.file.close()

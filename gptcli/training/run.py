@@ -1,0 +1,132 @@
+"""Everything a run builds from its config before the first step: device and precision, data,
+model, optimizer, and the state it resumes from; and how it saves a checkpoint."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from gptcli.config import Config
+from gptcli.data.dataset import TokenDataset
+from gptcli.model import GPT
+from gptcli.training import checkpoint, distributed, resume
+from gptcli.training.batches import micro_batches
+from gptcli.training.device import resolve_precision
+from gptcli.training.distributed import Dist
+from gptcli.training.optim import make_optimizer
+from gptcli.training.report import RunInfo
+
+
+@dataclass
+class Run:
+    cfg: Config
+    d: Dist
+    device: torch.device
+    precision: str
+    data: TokenDataset
+    model: GPT  # the weights: what is saved
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    n_micro: int  # micro-batches per step, all processes together
+    start_step: int = 0
+    best_val: float = math.inf
+    best_step: int = 0
+    forward: torch.nn.Module | None = None  # the model, compiled when asked: what evaluates
+    trainee: torch.nn.Module | None = None  # forward, DDP-wrapped under torchrun: what trains
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.cfg.train.out_dir)
+
+    @property
+    def my_micro(self) -> range:
+        """This process's share of each step's micro-batches."""
+        n, d = self.n_micro, self.d
+        return range(d.rank * n // d.world_size, (d.rank + 1) * n // d.world_size)
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.n_micro * self.cfg.train.batch_size * self.cfg.model.block_size
+
+
+def build_run(cfg: Config, d: Dist, device: torch.device, *, resume_run: bool, force: bool) -> Run:
+    tc = cfg.train
+    data = TokenDataset(cfg.data.dir)
+    precision = resolve_precision(tc.precision, device)
+    resume.check_run_dir(Path(tc.out_dir), resume_run, force)
+    cfg, init_state = resume.apply_init_from(cfg, data, resume_run)
+    data.check_block_size(cfg.model.block_size)
+    n_micro = micro_batches(tc, cfg.model.block_size, d.world_size)
+
+    torch.manual_seed(tc.seed)
+    model = GPT(cfg.model, data.vocab_size).to(device)
+    if d.rank:
+        torch.manual_seed(tc.seed + d.rank)  # its own dropout noise; DDP syncs the weights
+    if init_state is not None:
+        resume.load_init_weights(model, init_state, tc.init_from)
+    optimizer = make_optimizer(model, tc, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    run = Run(cfg, d, device, precision, data, model, optimizer, scaler, n_micro)
+    if resume_run:
+        resume.restore(run)
+    run.forward = torch.compile(model) if tc.compile else model
+    run.trainee = run.forward
+    if d.enabled:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ids = [device.index] if device.type == "cuda" else None
+        run.trainee = DDP(run.forward, device_ids=ids)
+    return run
+
+
+def run_info(run: Run) -> RunInfo:
+    model, data = run.model, run.data
+    return RunInfo(
+        device=str(run.device),
+        precision=run.precision,
+        n_params=model.num_params(),
+        vocab_size=data.vocab_size,
+        tokens_per_step=run.tokens_per_step,
+        start_step=run.start_step,
+        max_iters=run.cfg.train.max_iters,
+        out_dir=str(run.out_dir),
+        train_tokens=len(data.splits["train"]),
+        val_tokens=len(data.splits["val"]),
+        model=run.cfg.model,
+        param_bytes=sum(p.numel() * p.element_size() for p in model.parameters()),
+        batch_size=run.cfg.train.batch_size,
+        micro_batches=run.n_micro,
+        world_size=run.d.world_size,
+    )
+
+
+def save(run: Run, step: int, val_loss: float | None) -> Path | None:
+    """A checkpoint of step (rank 0 writes it; the others return None)."""
+    # Every process's RNG, so that each one's dropout noise continues exactly on resume.
+    rng = distributed.gather(run.d, resume.rng_state(run.device))
+    if not run.d.is_main:
+        return None
+    # Before any evaluation (stopped early) the latest checkpoint stands in for the best.
+    evaluated = math.isfinite(run.best_val)
+    return checkpoint.save(
+        run.out_dir,
+        step=step,
+        model_state=run.model.state_dict(),
+        trainer_state={
+            "optimizer": run.optimizer.state_dict(),
+            "scaler": run.scaler.state_dict(),
+            "step": step,
+            "best_step": run.best_step,
+            "best_val_loss": run.best_val,
+            "rng": rng,
+        },
+        config=run.cfg,
+        vocab_size=run.data.vocab_size,
+        tokenizer_spec=run.data.tokenizer_spec,
+        best_step=run.best_step if evaluated else step,
+        best_val_loss=run.best_val if evaluated else None,
+        val_loss=val_loss,
+    )

@@ -64,6 +64,7 @@ class TrainConfig:
     device: str = "auto"
     precision: str = "auto"
     compile: bool = False
+    threads: int | None = None  # CPU intra-op threads per process; None: the cores / processes
     seed: int = 1337
     out_dir: str = "out/run"
     init_from: str | None = None  # a gptcli checkpoint or a Hugging Face GPT-2 directory
@@ -127,6 +128,7 @@ _RULES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "train.eval_interval": (lambda v: v >= 1, "an integer >= 1"),
     "train.eval_iters": (lambda v: v >= 1, "an integer >= 1"),
     "train.log_interval": (lambda v: v >= 1, "an integer >= 1"),
+    "train.threads": (lambda v: v is None or v >= 1, "an integer >= 1 or null"),
     "train.device": (lambda v: bool(_DEVICE_RE.match(v)), "auto, cpu, cuda, cuda:N or mps"),
     "train.out_dir": (lambda v: v.strip() != "", "a non-empty path"),
     "data.dir": (lambda v: v.strip() != "", "a non-empty path"),

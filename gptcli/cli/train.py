@@ -38,6 +38,7 @@ class _Progress:
                     ("steps", f"{info.start_step} -> {info.max_iters}"),
                     ("train / val tokens", f"{info.train_tokens:,} / {info.val_tokens:,}"),
                     ("out dir", info.out_dir),
+                    *(("note", note) for note in info.notes),
                 ],
             )
         )

@@ -1,13 +1,16 @@
 """Which batches a step sees: the global-batch rule under torchrun, and batch keys.
 
 Under torchrun the global batch is the config's whatever the number of processes: one optimizer
-step sees batch_size x grad_accum sequences (tokens_per_step tokens when that is set), and each
-of the N processes runs grad_accum / N of those micro-batches, so grad_accum must be a multiple
-of N. Micro-batch m of step s is drawn from (seed, s, m) alone, so the same steps see the same
-data with any number of processes, and a resumed run sees what an uninterrupted one would have.
+step sees batch_size x grad_accum sequences (tokens_per_step tokens when that is set). With N
+processes, each runs grad_accum / N of those micro-batches when N divides grad_accum; otherwise,
+when N divides batch_size, each runs every micro-batch but only its batch_size / N rows of it.
+Micro-batch m of step s is drawn from (seed, s, m) alone, so the same steps see the same data
+with any number of processes, and a resumed run sees what an uninterrupted one would have.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -18,29 +21,47 @@ from gptcli.errors import GptcliError
 _TRAIN, _EVAL = 0, 1
 
 
-def micro_batches(tc: TrainConfig, block_size: int, world_size: int = 1) -> int:
+def micro_batches(tc: TrainConfig, block_size: int) -> int:
     """Micro-batches of batch_size sequences per optimizer step, all processes together."""
     tokens = tc.batch_size * block_size
-    if tc.tokens_per_step is not None:
-        unit = tokens * world_size
-        if tc.tokens_per_step % unit:
-            parts = f"batch_size x block_size{' x processes' if world_size > 1 else ''}"
-            values = f"{tc.batch_size} x {block_size}{f' x {world_size}' if world_size > 1 else ''}"
-            below = tc.tokens_per_step // unit * unit
-            near = f"{below} or {below + unit}" if below else str(unit)
-            raise GptcliError(
-                f"config error: train.tokens_per_step: {tc.tokens_per_step} is not a multiple of "
-                f"{parts} = {values} = {unit}; use e.g. {near}"
-            )
-        return tc.tokens_per_step // tokens
-    if tc.grad_accum % world_size:
+    if tc.tokens_per_step is None:
+        return tc.grad_accum
+    if tc.tokens_per_step % tokens:
+        below = tc.tokens_per_step // tokens * tokens
+        near = f"{below} or {below + tokens}" if below else str(tokens)
         raise GptcliError(
-            f"config error: train.grad_accum: {tc.grad_accum} micro-batches do not split evenly "
-            f"over {world_size} processes (the global batch, batch_size x grad_accum sequences, "
-            f"stays the config's and each process runs grad_accum / {world_size} of them); set "
-            f"grad_accum to a multiple of {world_size}"
+            f"config error: train.tokens_per_step: {tc.tokens_per_step} is not a multiple of "
+            f"batch_size x block_size = {tc.batch_size} x {block_size} = {tokens}; use e.g. {near}"
         )
-    return tc.grad_accum
+    return tc.tokens_per_step // tokens
+
+
+@dataclass(frozen=True)
+class StepShare:
+    """One process's share of every optimizer step."""
+
+    micro: range  # the micro-batches it runs
+    rows: slice  # the rows of each of them it runs
+    sharing: int  # processes that share each micro-batch (1 when micro-batches are split)
+
+
+def step_share(tc: TrainConfig, n_micro: int, rank: int = 0, world_size: int = 1) -> StepShare:
+    """Split a step over world_size processes: by micro-batches when world_size divides their
+    number, else by the rows of each micro-batch when it divides batch_size."""
+    if n_micro % world_size == 0:
+        per = n_micro // world_size
+        return StepShare(range(rank * per, (rank + 1) * per), slice(None), 1)
+    if tc.batch_size % world_size == 0:
+        per = tc.batch_size // world_size
+        return StepShare(range(n_micro), slice(rank * per, (rank + 1) * per), world_size)
+    divisors = sorted({k for n in (n_micro, tc.batch_size) for k in range(1, n + 1) if n % k == 0})
+    what = "train.tokens_per_step" if tc.tokens_per_step is not None else "train.grad_accum"
+    raise GptcliError(
+        f"config error: {what}: a step of {n_micro} micro-batches x train.batch_size "
+        f"{tc.batch_size} sequences does not split over {world_size} processes (neither number is "
+        f"a multiple of {world_size}); run {', '.join(map(str, divisors))} processes, or make "
+        f"grad_accum or batch_size a multiple of {world_size}"
+    )
 
 
 def _generator(*key: int) -> torch.Generator:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 
 import torch
@@ -44,3 +45,30 @@ def autocast(device: torch.device, precision: str):
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)
 
+
+
+def cpu_threads(requested: int | None, local_processes: int, cores: int) -> int | None:
+    """Intra-op threads for one process on CPU: as asked (train.threads), else, with several
+    processes on this node, its share of the cores (so that they do not oversubscribe them);
+    None leaves torch's default for a single process."""
+    if requested is not None:
+        return requested
+    if local_processes > 1:
+        return max(1, cores // local_processes)
+    return None
+
+
+def available_cores() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def set_cpu_threads(requested: int | None, device: torch.device) -> None:
+    if device.type != "cpu":
+        return
+    # torchrun tells each process how many share the node.
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+    threads = cpu_threads(requested, local, available_cores())
+    if threads is not None:
+        torch.set_num_threads(threads)

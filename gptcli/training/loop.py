@@ -19,7 +19,7 @@ from gptcli.errors import GptcliError
 from gptcli.model import check_config
 from gptcli.training import checkpoint, distributed
 from gptcli.training.batches import train_generator
-from gptcli.training.device import autocast, resolve_device
+from gptcli.training.device import autocast, resolve_device, set_cpu_threads
 from gptcli.training.estimate import evaluate
 from gptcli.training.mfu import flops_per_token, peak_flops
 from gptcli.training.optim import lr_at, set_lr
@@ -41,6 +41,7 @@ def train(
     device = (
         distributed.setup(d, cfg.train.device) if d.enabled else resolve_device(cfg.train.device)
     )
+    set_cpu_threads(cfg.train.threads, device)
     try:
         cb = (callbacks or Callbacks()) if d.is_main else Callbacks()
         run = build_run(cfg, d, device, resume_run=resume, force=force)
@@ -98,12 +99,13 @@ class Loop:
     def forward_backward(self, step: int) -> torch.Tensor:
         """Accumulate the gradients of this process's micro-batches; their summed loss."""
         run, tc, mc = self.run, self.run.cfg.train, self.run.cfg.model
-        my_micro = run.my_micro
+        my_micro, rows = run.share.micro, run.share.rows
         loss_sum = torch.zeros((), device=run.device)
         for m in my_micro:
             x, y = run.data.batch(
                 "train", tc.batch_size, mc.block_size, train_generator(tc.seed, step, m)
             )
+            x, y = x[rows], y[rows]  # all rows, unless processes share each micro-batch
             # Gradients are all-reduced once per step, in the last micro-batch's backward.
             sync = not run.d.enabled or m == my_micro[-1]
             with contextlib.nullcontext() if sync else run.trainee.no_sync():
@@ -130,7 +132,8 @@ class Loop:
         logged = None
         # Measured (a device sync) only when needed, and always before a checkpoint.
         if is_log or is_eval or stopping:
-            logged = (distributed.all_sum(run.d, loss_sum, run.device) / run.n_micro).item()
+            total = distributed.all_sum(run.d, loss_sum, run.device)
+            logged = (total / (run.n_micro * run.share.sharing)).item()
             self.check_finite(logged, "training loss", done)
         if is_log:
             record = {"step": done, "loss": logged, "lr": lr, "tokens_per_sec": tokens_per_sec}

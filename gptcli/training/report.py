@@ -4,7 +4,7 @@ metrics.jsonl log, and the result records."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ class RunInfo:
     batch_size: int = 0
     micro_batches: int = 1  # per step, all processes together
     world_size: int = 1
+    notes: list[str] = field(default_factory=list)  # what a user should know about this run
 
 
 @dataclass

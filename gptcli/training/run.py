@@ -12,8 +12,9 @@ import torch
 from gptcli.config import Config
 from gptcli.data.dataset import TokenDataset
 from gptcli.model import GPT
+from gptcli.model.norms import NORMS
 from gptcli.training import checkpoint, distributed, resume
-from gptcli.training.batches import micro_batches
+from gptcli.training.batches import StepShare, micro_batches, step_share
 from gptcli.training.device import resolve_precision
 from gptcli.training.distributed import Dist
 from gptcli.training.optim import make_optimizer
@@ -31,6 +32,7 @@ class Run:
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     n_micro: int  # micro-batches per step, all processes together
+    share: StepShare  # this process's part of each step
     start_step: int = 0
     best_val: float = math.inf
     best_step: int = 0
@@ -40,12 +42,6 @@ class Run:
     @property
     def out_dir(self) -> Path:
         return Path(self.cfg.train.out_dir)
-
-    @property
-    def my_micro(self) -> range:
-        """This process's share of each step's micro-batches."""
-        n, d = self.n_micro, self.d
-        return range(d.rank * n // d.world_size, (d.rank + 1) * n // d.world_size)
 
     @property
     def tokens_per_step(self) -> int:
@@ -59,7 +55,8 @@ def build_run(cfg: Config, d: Dist, device: torch.device, *, resume_run: bool, f
     resume.check_run_dir(Path(tc.out_dir), resume_run, force)
     cfg, init_state = resume.apply_init_from(cfg, data, resume_run)
     data.check_block_size(cfg.model.block_size)
-    n_micro = micro_batches(tc, cfg.model.block_size, d.world_size)
+    n_micro = micro_batches(tc, cfg.model.block_size)
+    share = step_share(tc, n_micro, d.rank, d.world_size)
 
     torch.manual_seed(tc.seed)
     model = GPT(cfg.model, data.vocab_size).to(device)
@@ -69,7 +66,7 @@ def build_run(cfg: Config, d: Dist, device: torch.device, *, resume_run: bool, f
         resume.load_init_weights(model, init_state, tc.init_from)
     optimizer = make_optimizer(model, tc, device)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-    run = Run(cfg, d, device, precision, data, model, optimizer, scaler, n_micro)
+    run = Run(cfg, d, device, precision, data, model, optimizer, scaler, n_micro, share)
     if resume_run:
         resume.restore(run)
     run.forward = torch.compile(model) if tc.compile else model
@@ -100,7 +97,24 @@ def run_info(run: Run) -> RunInfo:
         batch_size=run.cfg.train.batch_size,
         micro_batches=run.n_micro,
         world_size=run.d.world_size,
+        notes=_notes(run),
     )
+
+
+def _notes(run: Run) -> list[str]:
+    notes = []
+    if run.share.sharing > 1:
+        rows = run.cfg.train.batch_size // run.share.sharing
+        notes.append(
+            f"each of the {run.d.world_size} processes runs {rows} rows of every micro-batch "
+            "(grad_accum does not split over the processes, batch_size does)"
+        )
+    if run.d.enabled and NORMS[run.cfg.model.norm].mixes_positions:
+        notes.append(
+            f"{run.cfg.model.norm} statistics are per process: each normalises over its own "
+            "part of the batch, not the global batch"
+        )
+    return notes
 
 
 def save(run: Run, step: int, val_loss: float | None) -> Path | None:

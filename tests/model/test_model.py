@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from gptcli.config import ModelConfig
 from gptcli.model import GPT, count_params_formula
-from gptcli.model.norms import LayerNorm
+from gptcli.model.norms import ReferenceLayerNorm
 
 VOCAB = 50
 
@@ -83,7 +83,7 @@ def test_gpt2_init_scales_residual_projections():
 @pytest.mark.parametrize("bias", [True, False])
 def test_written_out_layernorm_equals_torch(bias):
     torch.manual_seed(0)
-    norm = LayerNorm(24, bias=bias)
+    norm = ReferenceLayerNorm(24, bias=bias)
     with torch.no_grad():
         norm.weight.normal_()
         if bias:

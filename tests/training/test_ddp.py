@@ -10,29 +10,68 @@ import pytest
 import torch
 import yaml
 
-from gptcli.config import TrainConfig
+from gptcli.config import TrainConfig, load_config
 from gptcli.errors import GptcliError
 from gptcli.training import checkpoint
-from gptcli.training.batches import micro_batches
+from gptcli.training.batches import micro_batches, step_share
+from gptcli.training.device import cpu_threads
 from gptcli.training.loop import train
 
 from ..conftest import REPO, tiny_config
 
 
-def test_global_batch_splits_over_processes():
-    assert micro_batches(TrainConfig(batch_size=8, grad_accum=4), 16, world_size=2) == 4
-    with pytest.raises(GptcliError, match="grad_accum: 3 micro-batches do not split evenly over 2"):
-        micro_batches(TrainConfig(batch_size=8, grad_accum=3), 16, world_size=2)
+def test_a_step_splits_by_micro_batches_when_it_can():
+    tc = TrainConfig(batch_size=8, grad_accum=4)
+    assert micro_batches(tc, 16) == 4
+    shares = [step_share(tc, 4, rank, 2) for rank in range(2)]
+    assert [s.micro for s in shares] == [range(0, 2), range(2, 4)]
+    assert all(s.rows == slice(None) and s.sharing == 1 for s in shares)
+
+
+def test_a_step_splits_by_rows_when_grad_accum_does_not_divide():
+    # nanoGPT's CPU recipe (grad_accum 1, batch 12) on 4 processes: 3 rows each of every batch.
+    tc = TrainConfig(batch_size=12, grad_accum=1)
+    shares = [step_share(tc, 1, rank, 4) for rank in range(4)]
+    assert all(s.micro == range(1) and s.sharing == 4 for s in shares)
+    rows = [list(range(12))[s.rows] for s in shares]
+    assert rows == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9, 10, 11]]
+
+
+def test_a_step_that_cannot_split_is_refused_naming_what_would_work():
+    tc = TrainConfig(batch_size=6, grad_accum=3)
+    with pytest.raises(GptcliError) as info:
+        step_share(tc, 3, 0, 4)
+    message = str(info.value)
+    assert "train.grad_accum" in message and "does not split over 4 processes" in message
+    assert "run 1, 2, 3, 6 processes" in message
 
 
 def test_tokens_per_step_decides_grad_accum():
     tc = TrainConfig(batch_size=8, grad_accum=1, tokens_per_step=512)
     assert micro_batches(tc, 16) == 4
-    assert micro_batches(tc, 16, world_size=2) == 4  # the same global batch
-    with pytest.raises(GptcliError, match=r"8 x 16 x 3 = 384; use e.g. 384 or 768"):
-        micro_batches(tc, 16, world_size=3)
+    assert step_share(tc, 4, 1, 2).micro == range(2, 4)  # the same global batch
+    assert step_share(tc, 4, 1, 8).rows == slice(1, 2)  # 8 processes share each micro-batch
+    with pytest.raises(GptcliError, match=r"train.tokens_per_step: a step of 4 micro-batches"):
+        step_share(tc, 4, 0, 3)
     with pytest.raises(GptcliError, match=r"not a multiple of batch_size x block_size = 8 x 16"):
         micro_batches(TrainConfig(batch_size=8, tokens_per_step=100), 16)
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_splits_over_1_2_and_4_processes(path):
+    cfg = load_config(path)
+    n = micro_batches(cfg.train, cfg.model.block_size)
+    for world in (1, 2, 4):
+        shares = [step_share(cfg.train, n, rank, world) for rank in range(world)]
+        sequences = sum(len(s.micro) * len(range(cfg.train.batch_size)[s.rows]) for s in shares)
+        assert sequences == n * cfg.train.batch_size, (world, shares)  # the global batch, once
+
+
+def test_cpu_threads_divide_the_cores_between_processes():
+    assert cpu_threads(None, 1, 16) is None  # one process: torch's default
+    assert cpu_threads(None, 2, 16) == 8
+    assert cpu_threads(None, 4, 2) == 1  # never zero
+    assert cpu_threads(3, 4, 16) == 3  # train.threads wins
 
 
 @pytest.fixture
@@ -88,3 +127,34 @@ def test_torchrun_two_processes_match_one(tmp_path, char_data, one_thread):
     assert all(torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-6) for k in a)
     rng = checkpoint.load(tmp_path / "ddp", "latest").trainer_state()["rng"]
     assert len(rng) == 2  # each process's dropout RNG, for an exact resume
+
+
+@pytest.mark.slow
+def test_torchrun_on_a_shipped_config_splits_rows_and_matches_one_process(tmp_path, char_data):
+    # nanoGPT's CPU recipe, shortened: grad_accum 1 does not split over 2 processes, so each
+    # runs 6 of the 12 rows of every batch; the global batch and the losses stay the same.
+    config = REPO / "configs" / "shakespeare-char-cpu.yaml"
+    short = ["train.max_iters=6", "train.eval_interval=3", "train.eval_iters=2"]
+    short += ["train.log_interval=1", "train.warmup_iters=2", f"data.dir={char_data}"]
+    runs = {}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "250"}  # one line per table row
+    for name, launcher in (
+        ("one", [sys.executable, "-m", "gptcli"]),
+        ("two", [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                 "--nproc_per_node=2", "-m", "gptcli"]),
+    ):  # fmt: skip
+        sets = [arg for text in short for arg in ("--set", text)]
+        command = [*launcher, "train", "--config", str(config), *sets]
+        command += ["--out", str(tmp_path / name)]
+        done = subprocess.run(
+            command, cwd=REPO, env=env, capture_output=True, text=True, timeout=180
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        runs[name] = records(tmp_path / name)
+        if name == "two":
+            assert "runs 6 rows of every micro-batch" in done.stdout
+    assert [r["step"] for r in runs["two"]] == [r["step"] for r in runs["one"]]
+    for a, b in zip(runs["one"], runs["two"], strict=True):
+        for key in ("loss", "train_loss", "val_loss"):
+            if key in a:
+                assert b[key] == pytest.approx(a[key], rel=1e-5), (a["step"], key)

@@ -277,8 +277,10 @@ def _write_dataset(
         for data in encoded(dtype=dtype, sources=sources, on_bytes=on_bytes):
             f.write(data)
         n_tokens = f.tell() // dtype.itemsize
-    n_val = int(n_tokens * val_fraction)
-    n_train = n_tokens - n_val
+    # The train split is rounded down, as nanoGPT's int(n * 0.9): on tiny-shakespeare both keep
+    # 1,003,854 characters for training, so the two val splits are the same text.
+    n_train = int(n_tokens * (1.0 - val_fraction))
+    n_val = n_tokens - n_train
     if min(n_train, n_val) <= block_size:
         raise GptcliError(
             f"the corpus is too small: {n_tokens} tokens give {n_train} train and {n_val} "

@@ -141,6 +141,13 @@ def _summary(result) -> list[tuple[str, object]]:
     if result.best_val_loss is not None:
         rows.append(("best val loss", f"{result.best_val_loss:.4f}"))
         rows.append(("best val perplexity", f"{math.exp(min(result.best_val_loss, 50)):.2f}"))
+    if result.full_val:
+        full = result.full_val
+        rows.append((
+            "full val split",
+            f"loss {full['loss']:.4f}, {full['bits_per_byte']:.4f} bits/byte "
+            f"({int(full['tokens']):,} tokens, final checkpoint; see eval.json)",
+        ))  # fmt: skip
     if result.mfu is not None:
         mfu = f"{100 * result.mfu:.1f}%"
     else:

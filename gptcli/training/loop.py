@@ -15,7 +15,9 @@ import time
 import torch
 
 from gptcli.config import Config
+from gptcli.data.tokenizers import tokenizer_from_spec
 from gptcli.errors import GptcliError
+from gptcli.evaluate import EvalReport, evaluate_model, merge_results
 from gptcli.model import check_config
 from gptcli.training import checkpoint, distributed
 from gptcli.training.batches import train_generator
@@ -94,7 +96,27 @@ class Loop:
         # No process may leave before rank 0 has written the checkpoint: torchrun stops the
         # others as soon as one exits with an error code.
         distributed.barrier(run.d)
-        return self.result(done, time.perf_counter() - t_start, stopped_by)
+        result = self.result(done, time.perf_counter() - t_start, stopped_by)
+        if tc.final_eval and run.d.is_main and not stopped_by and self.saved_step == done:
+            result.full_val = self.full_eval(done)
+        return result
+
+    def full_eval(self, done: int) -> dict[str, float]:
+        """The exact score of the final checkpoint: the whole val split in windows of
+        block_size (gptcli eval's default), into metrics.jsonl and eval.json."""
+        run = self.run
+        tokenizer = tokenizer_from_spec(run.data.tokenizer_spec)
+        block = run.cfg.model.block_size
+        [scored] = evaluate_model(
+            run.forward, tokenizer, run.data.splits["val"], [block],
+            autocast_ctx=lambda: autocast(run.device, run.precision),
+        )  # fmt: skip
+        report = EvalReport(self.saved, done, "val", str(run.data.dir), None, None, block, [scored])
+        merge_results(run.out_dir, report)
+        record = scored.record()
+        full = {k: record[k] for k in ("tokens", "loss", "bits_per_byte")}
+        self.log.write({"step": done, **{f"full_val_{k}": v for k, v in full.items()}})
+        return full
 
     def forward_backward(self, step: int) -> torch.Tensor:
         """Accumulate the gradients of this process's micro-batches; their summed loss."""

@@ -53,6 +53,8 @@ class TrainResult:
     step: int = 0  # the step the run ended at
     mfu: float | None = None  # CUDA with a known peak only
     interrupted: int | None = None  # the signal that stopped the run early, if one did
+    # train.final_eval: the final checkpoint on the whole val split (tokens, loss, bits_per_byte)
+    full_val: dict[str, float] | None = None
 
 
 class Callbacks:

@@ -81,8 +81,17 @@ def run_nanogpt(nanogpt: Path, data: Path, out: Path, iters: int, seed: int) -> 
 def run_gptcli(data: Path, out: Path, iters: int, seed: int, extra: list[str]) -> float:
     sets = [f"data.dir={data}", f"train.max_iters={iters}", f"train.lr_decay_iters={iters}",
             f"train.seed={seed}", *extra]  # fmt: skip
-    command = [sys.executable, "-m", "gptcli", "train", "--config",
-               str(REPO / "configs" / "shakespeare-char-cpu.yaml"), "--out", str(out), "--force"]
+    command = [
+        sys.executable,
+        "-m",
+        "gptcli",
+        "train",
+        "--config",
+        str(REPO / "configs" / "shakespeare-char-cpu.yaml"),
+        "--out",
+        str(out),
+        "--force",
+    ]
     command += [arg for s in sets for arg in ("--set", s)]  # fmt: skip
     return timed(command, REPO, out.with_suffix(".log"))
 
@@ -135,13 +144,17 @@ def main() -> None:
         print(json.dumps(row), flush=True)
     speedups = [r["speedup"] for r in rows]
     median = statistics.median(speedups)
-    print(f"whole-process speedup (nanoGPT time / gptcli time): median {median:.3f}"
-          f" over {len(rows)} alternated pairs ({', '.join(f'{s:.3f}' for s in speedups)})")
+    print(
+        f"whole-process speedup (nanoGPT time / gptcli time): median {median:.3f}"
+        f" over {len(rows)} alternated pairs ({', '.join(f'{s:.3f}' for s in speedups)})"
+    )
     if not args.no_score:
         nano = statistics.mean(r["nanogpt_val"] for r in rows)
         ours = statistics.mean(r["gptcli_val"] for r in rows)
-        print(f"full-split val loss, mean of {len(rows)} seeds: nanoGPT {nano:.4f}, "
-              f"gptcli {ours:.4f}, gptcli - nanoGPT = {ours - nano:+.4f}")
+        print(
+            f"full-split val loss, mean of {len(rows)} seeds: nanoGPT {nano:.4f}, "
+            f"gptcli {ours:.4f}, gptcli - nanoGPT = {ours - nano:+.4f}"
+        )
 
 
 if __name__ == "__main__":

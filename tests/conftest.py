@@ -82,6 +82,7 @@ def tiny_config(data_dir: Path, out_dir: Path, **sections):
             "eval_iters": 4,
             "log_interval": 5,
             "device": "cpu",
+            "precision": "fp32",  # auto is bf16 on CPUs with native bf16: pin it for every CPU
             "out_dir": str(out_dir),
         },
         "sample": {"max_new_tokens": 20},

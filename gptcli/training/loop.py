@@ -65,9 +65,13 @@ class Loop:
         self.saved, self.saved_step = None, -1
         self.train_seconds = 0.0
 
+    def clock(self) -> float:
+        """Seconds this run has been training, over all its invocations."""
+        return round(self.log.time_offset + time.perf_counter() - self.t_start, 3)
+
     def fit(self) -> TrainResult:
         run, tc = self.run, self.run.cfg.train
-        t_start = time.perf_counter()
+        t_start = self.t_start = time.perf_counter()
         if run.start_step == 0 and tc.max_iters > 0:
             self.first_eval = self.last_eval = self.evaluate(0)
         run.model.train()
@@ -141,7 +145,11 @@ class Loop:
         run = self.run
         if run.cfg.train.grad_clip > 0:
             run.scaler.unscale_(run.optimizer)
-            torch.nn.utils.clip_grad_norm_(run.model.parameters(), run.cfg.train.grad_clip)
+            # foreach: one multi-tensor norm rather than one per parameter (the default on CUDA
+            # only).
+            torch.nn.utils.clip_grad_norm_(
+                run.model.parameters(), run.cfg.train.grad_clip, foreach=run.device.type != "mps"
+            )
         # fp16: a step whose gradients overflowed is skipped here and the scale lowered.
         run.scaler.step(run.optimizer)
         run.scaler.update()
@@ -159,6 +167,7 @@ class Loop:
             self.check_finite(logged, "training loss", done)
         if is_log:
             record = {"step": done, "loss": logged, "lr": lr, "tokens_per_sec": tokens_per_sec}
+            record["time"] = self.clock()
             if run.scaler.is_enabled():
                 record["loss_scale"] = run.scaler.get_scale()
             self.log.write(record)
@@ -169,7 +178,10 @@ class Loop:
         losses = evaluate(run.forward, run.data, run.cfg, run.device, run.precision, run.d)
         result = EvalResult(step, losses["train"], losses["val"])
         self.check_finite(result.val_loss, "val loss", step)
-        self.log.write({"step": step, "train_loss": result.train_loss, "val_loss": result.val_loss})
+        self.log.write(
+            {"step": step, "train_loss": result.train_loss, "val_loss": result.val_loss,
+             "time": self.clock()}
+        )  # fmt: skip
         self.cb.on_eval(result)
         return result
 

@@ -17,7 +17,6 @@ PEAK_FLOPS = {
 }
 
 
-
 def flops_per_token(model: GPT) -> float:
     """Training FLOPs per token (PaLM's appendix B, as nanoGPT): 6 per weight for the matmuls
     forward and backward, plus 12 x layers x heads x head size x context for attention.

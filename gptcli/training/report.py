@@ -74,9 +74,15 @@ class MetricsLog:
 
     def __init__(self, out_dir: Path | None, append: bool):
         self.file = None
+        # A resumed run's clock goes on from where the log left it, so "time" stays the run's
+        # training time however often it was interrupted.
+        self.time_offset = 0.0
         if out_dir is not None:
             out_dir.mkdir(parents=True, exist_ok=True)
-            self.file = open(out_dir / METRICS_FILE, "a" if append else "w", encoding="utf-8")  # noqa: SIM115
+            path = out_dir / METRICS_FILE
+            if append and path.is_file():
+                self.time_offset = _last_time(path)
+            self.file = open(path, "a" if append else "w", encoding="utf-8")  # noqa: SIM115
 
     def write(self, record: dict[str, Any]) -> None:
         if self.file is not None:
@@ -89,3 +95,14 @@ class MetricsLog:
     def __exit__(self, *exc) -> None:
         if self.file is not None:
             self.file.close()
+
+
+def _last_time(path: Path) -> float:
+    last = 0.0
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                last = float(json.loads(line).get("time", last))
+            except (ValueError, AttributeError, TypeError):
+                continue  # a line cut short by a kill
+    return last

@@ -9,7 +9,8 @@ from gptcli.config import ModelConfig, TrainConfig
 from gptcli.errors import GptcliError
 from gptcli.model import GPT
 from gptcli.training import checkpoint
-from gptcli.training.device import resolve_device, resolve_precision
+from gptcli.training import device as device_module
+from gptcli.training.device import cpu_has_native_bf16, resolve_device, resolve_precision
 from gptcli.training.loop import train
 from gptcli.training.mfu import flops_per_token, peak_flops
 from gptcli.training.optim import lr_at, make_optimizer
@@ -86,9 +87,13 @@ def test_resume_refuses_a_different_model(tmp_path, char_data):
         train(tiny_config(char_data, tmp_path / "empty"), resume=True)
 
 
-def test_device_and_precision_choices():
+def test_device_and_precision_choices(monkeypatch):
     assert resolve_device("cpu").type == "cpu"
-    assert resolve_precision("auto", torch.device("cpu")) == "fp32"
+    native = cpu_has_native_bf16()
+    assert resolve_precision("auto", torch.device("cpu")) == ("bf16" if native else "fp32")
+    with monkeypatch.context() as m:  # the other kind of CPU
+        m.setattr(device_module, "cpu_has_native_bf16", lambda: not native)
+        assert resolve_precision("auto", torch.device("cpu")) == ("fp32" if native else "bf16")
     with pytest.raises(GptcliError, match="fp16 needs a CUDA"):
         resolve_precision("fp16", torch.device("cpu"))
     if not torch.cuda.is_available():
@@ -146,9 +151,10 @@ def test_tokens_per_step_sets_the_accumulation(tmp_path, char_data):
         train(tiny_config(char_data, tmp_path / "c", train={**keys, "tokens_per_step": 200}))
 
 
-def test_optimizer_is_foreach_off_cuda():
+def test_optimizer_is_fused_on_cpu_and_foreach_elsewhere():
     model = GPT(ModelConfig(n_layer=1, n_head=1, n_embd=8), 11)
-    assert make_optimizer(model, TrainConfig(), torch.device("cpu")).defaults["foreach"]
+    assert make_optimizer(model, TrainConfig(), torch.device("cpu")).defaults["fused"]
+    assert make_optimizer(model, TrainConfig(), torch.device("meta")).defaults["foreach"]
 
 
 def test_mfu_estimate(monkeypatch):

@@ -1,0 +1,114 @@
+"""`gptcli sweep` (a grid of runs) and `gptcli compare` (a table and curves of runs)."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+import typer
+from rich.live import Live
+from rich.table import Table
+
+from gptcli.cli.app import app, console, user_errors
+from gptcli.errors import GptcliError
+
+
+@app.command()
+def sweep(
+    config: Path | None = typer.Option(None, "--config", "-c", help="The base config."),
+    vary: list[str] = typer.Option(
+        [], "--vary", help="A key and its values: --vary model.position=learned,rope (repeatable)."
+    ),
+    seeds: str | None = typer.Option(None, help="Seeds, e.g. 1337,1338 \\[default: the config's]."),
+    set_: list[str] = typer.Option([], "--set", help="Override a key in every run (repeatable)."),
+    grid: Path | None = typer.Option(None, help="A grid file (config, set, vary, seeds, out)."),
+    jobs: int = typer.Option(1, help="Trainings at once; the CPU threads are divided among them."),
+    out: Path | None = typer.Option(None, help="Sweep directory \\[default: out/sweeps/NAME]."),
+) -> None:
+    """Train every combination of the varied keys (times the seeds), JOBS at a time.
+
+    Each run is an ordinary run directory under OUT named by what varies; OUT/sweep.json holds
+    each run's status. Re-running skips finished runs and resumes the others. Exit code 1 when a
+    run failed (the others go on), 130 when stopped by Ctrl-C."""
+    from gptcli.study.grid import Grid, load_grid, parse_seeds, parse_vary
+    from gptcli.study.sweep import Sweep
+
+    with user_errors():
+        if grid is not None:
+            if config or vary or seeds or set_:
+                raise GptcliError("--grid holds config, vary, seeds and set; give it alone")
+            spec = load_grid(grid)
+        else:
+            if config is None or not vary:
+                raise GptcliError("give --config and at least one --vary (or a --grid file)")
+            name = "-".join(parse_vary(v)[0].rsplit(".", 1)[-1] for v in vary)
+            spec = Grid(
+                config,
+                Path("out/sweeps") / name,
+                list(set_),
+                dict(parse_vary(v) for v in vary),
+                parse_seeds(seeds) if seeds else None,
+            )
+        if out is not None:
+            spec.out = out
+        runner = Sweep(spec, jobs)
+    console.print(f"sweep of {len(runner.states)} runs, {jobs} at a time, into {spec.out}")
+    with Live(console=console, refresh_per_second=2, transient=False) as live:
+        code = runner.run(lambda states: live.update(_status_table(states)))
+    if code == 130:
+        again = shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
+        typer.echo(f"stopped; each run saved its checkpoint. Continue with: {again}", err=True)
+    failed = [s for s in runner.states if s.status == "failed"]
+    for state in failed:
+        typer.echo(f"failed: {state.name}: {state.error}", err=True)
+    raise typer.Exit(code)
+
+
+def _status_table(states) -> Table:
+    from gptcli.study.progress import run_progress
+
+    table = Table(show_header=True, header_style="bold")
+    for name in ("run", "status", "step", "loss", "best val", "tok/s", "ETA"):
+        table.add_column(name, justify="left" if name in ("run", "status") else "right")
+    for state in states:
+        p = run_progress(state)
+        table.add_row(state.name, state.status, *p)
+    return table
+
+
+@app.command()
+def compare(
+    paths: list[Path] = typer.Argument(..., help="Run directories and sweep directories."),
+    metric: str = typer.Option("val_loss", help="val_loss | bpb | best_val_loss | train_loss"),
+    baseline: str | None = typer.Option(None, help="The row to diff against: position=learned"),
+    output: str = typer.Option("table", "--format", help="table | md | csv | json"),
+    plot: Path | None = typer.Option(None, help="Draw the loss curves into this PNG."),
+    by: str = typer.Option("step", help="The plot's x axis: step | time | tokens"),
+) -> None:
+    """One row per variant (runs differing only by seed are one row: mean ± std), sorted by the
+    metric. val_loss is the full-split score from eval when a run has one, else the best val
+    loss logged in training; the json says which."""
+    from gptcli.study.compare import compare as run_compare
+    from gptcli.study.compare import header, render
+    from gptcli.study.plots import plot_curves
+
+    with user_errors():
+        if output not in ("table", "md", "csv", "json"):
+            raise GptcliError(f"--format must be table, md, csv or json, got {output!r}")
+        rows = run_compare(paths, metric, baseline)
+        if plot is not None:
+            plot_curves(rows, plot, by, title=", ".join(str(p) for p in paths))
+    if output != "table":
+        typer.echo(render(rows, output))
+    else:
+        from gptcli.study.compare import METRICS, cells
+
+        table = Table(title=f"{metric}: {METRICS[metric]}", title_justify="left")
+        for name in header(rows):
+            table.add_column(name)
+        for i, row in enumerate(rows):
+            table.add_row(*cells(row), style="bold green" if i == 0 else None)
+        console.print(table)
+    if plot is not None:
+        console.print(f"curves drawn in {plot}")

@@ -1,0 +1,199 @@
+"""Runs -> one row per variant: the keys that differ between runs, the metric's mean ± std over
+seeds, and the facts around it (parameters, final train loss, tokens/s, wall time, status)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gptcli.errors import GptcliError
+from gptcli.study.runs import RunRecord, load_runs
+
+# Keys that never make two runs different variants.
+IGNORED = {"train.seed", "train.out_dir", "train.threads", "train.device"}
+METRICS = {
+    "val_loss": "val loss: the full-split score from eval when the run has one, else the best "
+    "logged (estimated) val loss",
+    "bpb": "bits per byte on the whole val split (from eval); compares across tokenizers",
+    "best_val_loss": "the best val loss logged in training (an estimate from eval_iters batches)",
+    "train_loss": "the last train loss logged",
+}
+
+
+@dataclass
+class Row:
+    name: str
+    overrides: dict[str, Any]  # varied key -> value
+    runs: list[RunRecord]
+    values: list[float | None]
+    sources: list[str]  # where each value came from: eval or logged
+    delta: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def scored(self) -> list[float]:
+        return [v for v in self.values if v is not None]
+
+    @property
+    def mean(self) -> float | None:
+        return statistics.fmean(self.scored) if self.scored else None
+
+    @property
+    def std(self) -> float | None:
+        return statistics.stdev(self.scored) if len(self.scored) > 1 else None
+
+    def to_dict(self) -> dict[str, Any]:
+        runs = self.runs
+        return {
+            "name": self.name,
+            "overrides": self.overrides,
+            "seeds": [r.seed for r in runs],
+            "n": len(self.scored),
+            "status": _status(runs),
+            "params": runs[0].params,
+            "metric_source": sorted(set(self.sources)),
+            "mean": self.mean,
+            "std": self.std,
+            "values": self.values,
+            "delta": self.delta,
+            "final_train_loss": _mean([_last(r, "loss") for r in runs]),
+            "tokens_per_s": _mean([_tokens_per_s(r) for r in runs]),
+            "wall_s": _mean([r.seconds or _last(r, "time") for r in runs]),
+            "runs": [str(r.dir) for r in runs],
+        }
+
+
+def compare(paths: list[Path], metric: str = "val_loss", baseline: str | None = None) -> list[Row]:
+    if metric not in METRICS:
+        raise GptcliError(f"--metric must be one of {', '.join(METRICS)}, got {metric!r}")
+    runs = load_runs(paths)
+    if metric != "bpb":
+        _check_comparable(runs)
+    varied = varied_keys(runs)
+    groups: dict[tuple, list[RunRecord]] = {}
+    for run in runs:
+        groups.setdefault(tuple(repr(run.flat[k]) for k in varied), []).append(run)
+    rows = []
+    for members in groups.values():
+        members.sort(key=lambda r: r.seed)
+        overrides = {k: members[0].flat[k] for k in varied}
+        scored = [_metric(r, metric) for r in members]
+        rows.append(Row(_name(overrides), overrides, members, [v for v, _ in scored],
+                        [s for _, s in scored]))  # fmt: skip
+    rows.sort(key=lambda row: (row.mean is None, row.mean if row.mean is not None else 0.0))
+    if baseline is not None:
+        base = _find(rows, baseline)
+        for row in rows:
+            if row.mean is not None and base.mean is not None:
+                row.delta = row.mean - base.mean
+    return rows
+
+
+def varied_keys(runs: list[RunRecord]) -> list[str]:
+    keys = [k for k in runs[0].flat if k not in IGNORED]
+    return [k for k in keys if len({repr(r.flat.get(k)) for r in runs}) > 1]
+
+
+def _check_comparable(runs: list[RunRecord]) -> None:
+    first = runs[0]
+    for run in runs[1:]:
+        if run.tokenizer != first.tokenizer or run.flat["data.dir"] != first.flat["data.dir"]:
+            raise GptcliError(
+                f"{first.dir} and {run.dir} use different datasets or tokenizers "
+                f"({first.flat['data.dir']}, {run.flat['data.dir']}): their losses do not compare; "
+                "use --metric bpb (bits per byte, from gptcli eval)"
+            )
+
+
+def _metric(run: RunRecord, metric: str) -> tuple[float | None, str]:
+    full = run.full_eval()
+    if metric == "bpb":
+        return (full["bits_per_byte"], "eval") if full else (None, "none")
+    if metric == "val_loss" and full:
+        return full["loss"], "eval"
+    if metric == "train_loss":
+        return _last(run, "loss"), "logged"
+    vals = [v for _, _, v in run.curve("val_loss")]
+    return (min(vals), "logged") if vals else (None, "none")
+
+
+def _find(rows: list[Row], spec: str) -> Row:
+    wanted = dict(part.split("=", 1) for part in spec.split(",") if "=" in part)
+    for row in rows:
+        short = {k.rsplit(".", 1)[-1]: v for k, v in row.overrides.items()}
+        if all(str(short.get(k, row.overrides.get(k))) == v for k, v in wanted.items()):
+            return row
+    names = ", ".join(r.name for r in rows)
+    raise GptcliError(f"--baseline {spec!r} matches no row; rows: {names}")
+
+
+def _name(overrides: dict[str, Any]) -> str:
+    return ",".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in overrides.items()) or "all runs"
+
+
+def _last(run: RunRecord, key: str) -> float | None:
+    curve = run.curve(key)
+    return curve[-1][2] if curve else None
+
+
+def _tokens_per_s(run: RunRecord) -> float | None:
+    values = [v for _, _, v in run.curve("tokens_per_sec")]
+    return statistics.median(values) if values else None
+
+
+def _mean(values: list[float | None]) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.fmean(values) if values else None
+
+
+def _status(runs: list[RunRecord]) -> str:
+    statuses = sorted({r.status for r in runs})
+    return statuses[0] if len(statuses) == 1 else "/".join(statuses)
+
+
+# --- formats ------------------------------------------------------------------------------------
+
+COLUMNS = ("params", "mean ± std", "n", "Δ", "final train", "tokens/s", "wall s", "status")
+
+
+def cells(row: Row) -> list[str]:
+    d = row.to_dict()
+
+    def num(v, fmt):
+        return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, fmt)
+
+    spread = f"{num(row.mean, '.4f')} ± {num(row.std, '.4f')}" if row.std else num(row.mean, ".4f")
+    return [
+        *(str(v) for v in row.overrides.values()),
+        f"{d['params']:,}", spread, str(d["n"]), num(row.delta, "+.4f"),
+        num(d["final_train_loss"], ".4f"), num(d["tokens_per_s"], ",.0f"), num(d["wall_s"], ".0f"),
+        d["status"],
+    ]  # fmt: skip
+
+
+def header(rows: list[Row]) -> list[str]:
+    keys = [k.rsplit(".", 1)[-1] for k in rows[0].overrides] if rows else []
+    return [*keys, *COLUMNS]
+
+
+def render(rows: list[Row], fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps([r.to_dict() for r in rows], indent=2)
+    head, body = header(rows), [cells(r) for r in rows]
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(head)
+        writer.writerows(body)
+        return out.getvalue()
+    if fmt == "md":
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += ["| " + " | ".join(row) + " |" for row in body]
+        return "\n".join(lines)
+    raise GptcliError(f"--format must be table, md, csv or json, got {fmt!r}")

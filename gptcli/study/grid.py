@@ -1,0 +1,154 @@
+"""A sweep's grid: a base config, overrides for every run, and the keys that vary (times seeds).
+
+The grid is the cartesian product of every varied key's values and the seeds. Each combination
+is named by what varies (`position=rope,norm=rmsnorm,seed=1338`), which is also its run
+directory under the sweep's out directory. A grid file says the same as the command line:
+
+    config: configs/shakespeare-char-cpu.yaml
+    out: out/sweeps/positions
+    set: {train.max_iters: 1000}
+    vary: {model.position: [learned, rope, alibi]}
+    seeds: [1337, 1338]
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gptcli.config import Config, load_config
+from gptcli.errors import GptcliError
+from gptcli.model import check_config
+from gptcli.training.batches import micro_batches
+
+GRID_KEYS = ("config", "out", "set", "vary", "seeds")
+
+
+@dataclass
+class Grid:
+    config: Path
+    out: Path
+    sets: list[str] = field(default_factory=list)  # `section.key=value`, read as YAML
+    vary: dict[str, list[Any]] = field(default_factory=dict)
+    seeds: list[int] | None = None  # None: the config's own seed
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"config": str(self.config), "out": str(self.out), "set": self.sets,
+                "vary": self.vary, "seeds": self.seeds}  # fmt: skip
+
+
+@dataclass
+class Combo:
+    name: str  # what varies, e.g. position=rope,seed=1338: the run's directory name
+    overrides: dict[str, Any]  # varied key -> value (train.seed included when seeds are given)
+    config: Config
+
+    def run_dir(self, out: Path) -> Path:
+        return out / self.name
+
+
+def parse_vary(text: str) -> tuple[str, list[Any]]:
+    """'model.position=learned,rope' -> ('model.position', ['learned', 'rope'])."""
+    key, sep, values = text.partition("=")
+    items = [v.strip() for v in values.split(",")]
+    if not sep or not re.fullmatch(r"\w+\.\w+", key.strip()) or not all(items):
+        raise GptcliError(
+            f"bad --vary {text!r}: expected section.key=v1,v2,..., e.g. "
+            "--vary model.position=learned,rope"
+        )
+    return key.strip(), [yaml.safe_load(v) for v in items]
+
+
+def parse_seeds(text: str) -> list[int]:
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise GptcliError(f"--seeds must be integers separated by commas, got {text!r}") from None
+
+
+def load_grid(path: Path) -> Grid:
+    """A grid file (YAML); relative paths in it are taken from the current directory."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise GptcliError(f"cannot read grid file {path}: {exc.strerror}") from None
+    except yaml.YAMLError:
+        raise GptcliError(f"grid file {path} is not valid YAML") from None
+    if not isinstance(raw, dict) or "config" not in raw or "vary" not in raw:
+        raise GptcliError(f"grid file {path} needs at least `config:` and `vary:` ({GRID_KEYS})")
+    unknown = [k for k in raw if k not in GRID_KEYS]
+    if unknown:
+        raise GptcliError(f"grid file {path}: unknown key {unknown[0]!r}; use {GRID_KEYS}")
+    sets = raw.get("set") or {}
+    if isinstance(sets, dict):
+        sets = [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip()}" for k, v in
+                _flat(sets).items()]  # fmt: skip
+    vary = raw["vary"]
+    if not isinstance(vary, dict) or not all(isinstance(v, list) and v for v in vary.values()):
+        raise GptcliError(f"grid file {path}: vary must map each key to a list of values")
+    seeds = raw.get("seeds")
+    if seeds is not None and not (isinstance(seeds, list) and all(type(s) is int for s in seeds)):
+        raise GptcliError(f"grid file {path}: seeds must be a list of integers")
+    out = raw.get("out") or f"out/sweeps/{Path(path).stem}"
+    return Grid(Path(raw["config"]), Path(out), list(sets), _flat(vary), seeds)
+
+
+def _flat(mapping: dict[str, Any]) -> dict[str, Any]:
+    """{'model': {'position': [..]}} or {'model.position': [..]} -> {'model.position': [..]}."""
+    flat = {}
+    for key, value in mapping.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            flat[str(key)] = value
+    return flat
+
+
+def expand(grid: Grid) -> list[Combo]:
+    """Every combination, each config loaded and checked before anything runs: a bad key or
+    value stops the sweep, naming the combination."""
+    keys = list(grid.vary)
+    shorts = _short_names(keys)
+    seeds = grid.seeds or [None]
+    combos = []
+    for values in itertools.product(*(grid.vary[k] for k in keys)):
+        for seed in seeds:
+            overrides = dict(zip(keys, values, strict=True))
+            if seed is not None:
+                overrides["train.seed"] = seed
+            parts = [f"{shorts.get(k, 'seed')}={_text(v)}" for k, v in overrides.items()]
+            name = ",".join(parts) or "base"
+            combos.append(Combo(name, overrides, _checked_config(grid, overrides, name)))
+    names = [c.name for c in combos]
+    if len(set(names)) != len(names):
+        raise GptcliError("two runs of the grid would share a directory; vary distinct values")
+    return combos
+
+
+def _checked_config(grid: Grid, overrides: dict[str, Any], name: str) -> Config:
+    try:
+        cfg = load_config(grid.config, grid.sets, overrides)
+        check_config(cfg.model)
+        micro_batches(cfg.train, cfg.model.block_size)
+        return cfg
+    except GptcliError as exc:
+        if "config file" in str(exc):
+            raise
+        raise GptcliError(f"run {name}: {exc}") from None
+
+
+def _short_names(keys: list[str]) -> dict[str, str]:
+    """model.position -> position, unless two varied keys share the last part."""
+    last = [k.rsplit(".", 1)[-1] for k in keys]
+    return {k: (s if last.count(s) == 1 else k) for k, s in zip(keys, last, strict=True)}
+
+
+def _text(value: Any) -> str:
+    # As YAML writes it (true, null, 0.001), so the name reads as the --set that made it.
+    text = yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+    return re.sub(r"[^A-Za-z0-9._+-]", "_", text)

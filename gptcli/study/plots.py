@@ -1,0 +1,71 @@
+"""Loss curves of compared rows: val solid, train dashed, one colour per row, the seeds' spread
+shaded; written as a PNG with matplotlib's Agg backend (no display needed)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+
+from gptcli import atomic
+from gptcli.errors import GptcliError
+from gptcli.study.compare import Row
+
+AXES = {"step": "step", "time": "training time (s)", "tokens": "tokens seen"}
+
+
+def plot_curves(rows: list[Row], out: Path, by: str = "step", title: str = "runs") -> Path:
+    if by not in AXES:
+        raise GptcliError(f"--by must be one of {', '.join(AXES)}, got {by!r}")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=100)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, row in enumerate(rows):
+        colour = colours[i % len(colours)]
+        for key, style, label in (("val_loss", "-", row.name), ("loss", "--", None)):
+            xs, mean, low, high = _band(row, key, by)
+            if xs is None:
+                continue
+            ax.plot(xs, mean, style, color=colour, label=label, linewidth=1.5)
+            if len(row.runs) > 1:
+                ax.fill_between(xs, low, high, color=colour, alpha=0.15, linewidth=0)
+    ax.set_yscale("log")
+    ax.set_xlabel(AXES[by])
+    ax.set_ylabel("loss (nats/token): val solid, train dashed")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    try:
+        fig.savefig(buffer, format="png")
+    finally:
+        plt.close(fig)
+    atomic.write_bytes(out, buffer.getvalue())
+    return out
+
+
+def _band(row: Row, key: str, by: str):
+    """x, and the mean, min and max over the row's seeds at the points every seed reached (a run
+    still in progress is drawn up to where it is)."""
+    curves = [r.curve(key) for r in row.runs]
+    curves = [c for c in curves if c]
+    if not curves:
+        return None, None, None, None
+    n = min(len(c) for c in curves)
+    values = np.array([[v for _, _, v in c[:n]] for c in curves])
+    first = curves[0][:n]
+    if by == "step":
+        xs = np.array([s for s, _, _ in first])
+    elif by == "tokens":
+        xs = np.array([s for s, _, _ in first]) * row.runs[0].tokens_per_step
+    else:
+        xs = np.array([[t for _, t, _ in c[:n]] for c in curves]).mean(axis=0)
+    return xs, values.mean(axis=0), values.min(axis=0), values.max(axis=0)

@@ -1,0 +1,107 @@
+"""What compare needs to know of a run directory: its config, curves, scores and status."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gptcli.errors import GptcliError
+from gptcli.evaluate import read_results
+from gptcli.model import count_params_formula
+from gptcli.study.sweep import SWEEP_FILE, read_sweep
+from gptcli.training import checkpoint
+from gptcli.training.report import METRICS_FILE
+
+
+@dataclass
+class RunRecord:
+    dir: Path
+    flat: dict[str, Any]  # the run's config, flattened: {"model.position": "rope", ...}
+    vocab_size: int
+    tokenizer: dict[str, Any]
+    step: int  # of its latest checkpoint
+    status: str
+    params: int
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    evals: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float | None = None
+
+    @property
+    def seed(self) -> int:
+        return self.flat["train.seed"]
+
+    def full_eval(self) -> dict[str, Any] | None:
+        """eval.json's whole-val-split score of the latest checkpoint at block_size, if any."""
+        block = self.flat["model.block_size"]
+        key = ("step", "split", "context", "stride", "max_tokens")
+        wanted = (self.step, "val", block, block, None)
+        for e in reversed(self.evals):
+            if tuple(e.get(k) for k in key) == wanted:
+                return e
+        return None
+
+    def curve(self, key: str) -> list[tuple[int, float, float]]:
+        """(step, time, value) of every metrics record that has key."""
+        return [(r["step"], r.get("time", 0.0), r[key]) for r in self.metrics if key in r]
+
+    @property
+    def tokens_per_step(self) -> int:
+        f = self.flat
+        micro = f["train.grad_accum"]
+        if f["train.tokens_per_step"]:
+            micro = f["train.tokens_per_step"] // (f["train.batch_size"] * f["model.block_size"])
+        return micro * f["train.batch_size"] * f["model.block_size"]
+
+
+def load_runs(paths: list[Path]) -> list[RunRecord]:
+    """Run directories and sweep directories, in any mix, each run once."""
+    runs: dict[Path, RunRecord] = {}
+    for path in map(Path, paths):
+        if (path / SWEEP_FILE).is_file():
+            for state in read_sweep(path)["runs"]:
+                run_dir = Path(state["dir"])
+                if not run_dir.is_absolute() and not run_dir.exists():
+                    run_dir = path / run_dir.name
+                if checkpoint.has_checkpoint(run_dir):
+                    runs.setdefault(run_dir.resolve(), load_run(run_dir, state))
+        elif checkpoint.has_checkpoint(path):
+            runs.setdefault(path.resolve(), load_run(path))
+        else:
+            raise GptcliError(f"{path} is neither a run directory nor a sweep directory")
+    if not runs:
+        raise GptcliError("no run with a checkpoint to compare yet")
+    return list(runs.values())
+
+
+def load_run(run_dir: Path, state: dict[str, Any] | None = None) -> RunRecord:
+    ckpt = checkpoint.load(run_dir, "latest")
+    cfg = ckpt.config
+    flat = {f"{section}.{k}": v for section, values in asdict(cfg).items()
+            for k, v in values.items()}  # fmt: skip
+    done = ckpt.step >= cfg.train.max_iters
+    status = state["status"] if state else ("done" if done else "partial")
+    return RunRecord(
+        dir=run_dir,
+        flat=flat,
+        vocab_size=ckpt.vocab_size,
+        tokenizer=ckpt.tokenizer_spec,
+        step=ckpt.step,
+        status=status,
+        params=count_params_formula(cfg.model, ckpt.vocab_size),
+        metrics=_metrics(run_dir / METRICS_FILE),
+        evals=read_results(run_dir),
+        seconds=(state or {}).get("seconds"),
+    )
+
+
+def _metrics(path: Path) -> list[dict[str, Any]]:
+    records = []
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                continue  # a line cut short by a kill
+    return records

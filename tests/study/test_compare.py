@@ -1,0 +1,78 @@
+import csv
+import io
+import json
+import statistics
+
+import pytest
+from typer.testing import CliRunner
+
+from gptcli.cli import app
+from gptcli.data.prepare import prepare
+from gptcli.errors import GptcliError
+from gptcli.evaluate import read_results
+from gptcli.study.compare import compare, render
+from gptcli.training.loop import train
+
+from ..conftest import make_text, tiny_config
+
+
+@pytest.fixture
+def runs(tmp_path, char_data):
+    """learned x 2 seeds, rope x 2 seeds, and rope with final_eval off (best logged only)."""
+    dirs = []
+    for position, seed in (("learned", 1), ("learned", 2), ("rope", 1), ("rope", 2)):
+        out = tmp_path / f"{position}-{seed}"
+        cfg = tiny_config(char_data, out, model={"position": position},
+                          train={"seed": seed, "max_iters": 20, "eval_interval": 10})  # fmt: skip
+        train(cfg)
+        dirs.append(out)
+    return dirs
+
+
+def test_seeds_are_one_row_with_mean_and_std(runs):
+    rows = compare(runs, baseline="position=learned")
+    assert [r.name for r in sorted(rows, key=lambda r: r.name)] == [
+        "position=learned", "position=rope"]  # fmt: skip
+    for row in rows:
+        losses = [read_results(r.dir)[0]["loss"] for r in row.runs]  # the full-split scores
+        assert row.values == losses and row.sources == ["eval", "eval"]
+        assert row.mean == pytest.approx(statistics.fmean(losses))
+        assert row.std == pytest.approx(statistics.stdev(losses))
+    assert rows[0].mean <= rows[1].mean  # sorted by the metric
+    learned = next(r for r in rows if r.name == "position=learned")
+    assert learned.delta == 0.0
+
+
+def test_formats(runs):
+    rows = compare(runs, metric="best_val_loss")
+    records = json.loads(render(rows, "json"))
+    for key in ("name", "overrides", "seeds", "n", "status", "params", "mean", "std", "values",
+                "tokens_per_s", "wall_s"):  # fmt: skip
+        assert key in records[0]
+    assert records[0]["seeds"] == [1, 2] and records[0]["n"] == 2
+    assert records[0]["status"] == "done" and records[0]["wall_s"] > 0
+    table = list(csv.reader(io.StringIO(render(rows, "csv"))))
+    assert table[0][:3] == ["position", "params", "mean ± std"] and len(table) == 3
+    md = render(rows, "md").splitlines()
+    assert md[0].startswith("| position | params |") and md[1].startswith("|---|")
+
+
+def test_plot_is_a_png_and_the_command_prints_a_table(runs, tmp_path):
+    plot = tmp_path / "curves.png"
+    done = CliRunner().invoke(app, ["compare", *map(str, runs), "--plot", str(plot), "--by",
+                                    "time", "--baseline", "position=learned"])  # fmt: skip
+    assert done.exit_code == 0, done.output
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 10_000
+    assert "position=" not in done.output.splitlines()[0] and "rope" in done.output
+
+
+def test_runs_on_different_data_are_refused_unless_by_bits_per_byte(runs, tmp_path):
+    (tmp_path / "other.txt").write_text(make_text(400, seed=5), encoding="utf-8")
+    other = prepare(input_path=tmp_path / "other.txt", tokenizer="char", out_dir=tmp_path / "od")
+    train(tiny_config(other.out_dir, tmp_path / "other-run", train={"max_iters": 20}))
+    with pytest.raises(GptcliError, match="use different datasets or tokenizers"):
+        compare([runs[0], tmp_path / "other-run"])
+    rows = compare([runs[0], tmp_path / "other-run"], metric="bpb")
+    assert all(r.mean > 0 for r in rows)
+    with pytest.raises(GptcliError, match="--baseline 'position=alibi' matches no row"):
+        compare(runs, baseline="position=alibi")

@@ -1,0 +1,72 @@
+import pytest
+import yaml
+
+from gptcli.errors import GptcliError
+from gptcli.study.grid import Grid, expand, load_grid, parse_seeds, parse_vary
+
+
+def base_config(tmp_path, data_dir):
+    path = tmp_path / "base.yaml"
+    path.write_text(yaml.safe_dump({
+        "data": {"dir": str(data_dir)},
+        "model": {"n_layer": 1, "n_head": 2, "n_embd": 16, "block_size": 16},
+        "train": {"batch_size": 4, "max_iters": 6, "eval_interval": 3, "eval_iters": 2,
+                  "warmup_iters": 1, "device": "cpu", "log_interval": 1},
+    }))  # fmt: skip
+    return path
+
+
+def test_grid_is_the_product_of_varied_keys_and_seeds(tmp_path, char_data):
+    vary = {"model.position": ["learned", "rope"], "model.norm": ["layernorm"]}
+    config = base_config(tmp_path, char_data)
+    grid = Grid(config, tmp_path / "sweep", ["train.lr=0.002"], vary, [1, 2])
+    combos = expand(grid)
+    assert [c.name for c in combos] == [
+        "position=learned,norm=layernorm,seed=1", "position=learned,norm=layernorm,seed=2",
+        "position=rope,norm=layernorm,seed=1", "position=rope,norm=layernorm,seed=2",
+    ]  # fmt: skip
+    assert combos[3].config.model.position == "rope" and combos[3].config.train.seed == 2
+    assert all(c.config.train.lr == 0.002 for c in combos)  # --set applies to every run
+    assert combos[0].overrides == {"model.position": "learned", "model.norm": "layernorm",
+                                   "train.seed": 1}  # fmt: skip
+
+
+def test_names_use_full_keys_only_when_short_ones_clash_and_values_as_yaml(tmp_path, char_data):
+    grid = Grid(base_config(tmp_path, char_data), tmp_path / "s", [],
+                {"model.dropout": [0.0, 0.1], "model.bias": [True]})  # fmt: skip
+    assert [c.name for c in expand(grid)] == ["dropout=0.0,bias=true", "dropout=0.1,bias=true"]
+
+
+def test_a_bad_combination_stops_the_sweep_before_anything_runs(tmp_path, char_data):
+    grid = Grid(base_config(tmp_path, char_data), tmp_path / "s", [],
+                {"model.n_head": [2, 3]})  # fmt: skip
+    with pytest.raises(GptcliError, match=r"run n_head=3: config error: model.n_embd: 16 is not"):
+        expand(grid)
+    grid.vary = {"model.position": ["rope", "rotary"]}
+    message = r"run position=rotary: config error: model.position: 'rot"
+    with pytest.raises(GptcliError, match=message):
+        expand(grid)
+    grid.vary = {"model.n_layrs": [1]}
+    with pytest.raises(GptcliError, match=r"model.n_layrs: unknown key; did you mean 'n_layer'"):
+        expand(grid)
+    assert not (tmp_path / "s").exists()
+
+
+def test_grid_file_says_what_the_command_line_says(tmp_path, char_data):
+    config = base_config(tmp_path, char_data)
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump({
+        "config": str(config), "out": str(tmp_path / "s"), "set": {"train": {"lr": 0.002}},
+        "vary": {"model.position": ["learned", "rope"]}, "seeds": [1, 2],
+    }))  # fmt: skip
+    from_file = load_grid(path)
+    vary = dict([parse_vary("model.position=learned,rope")])
+    from_flags = Grid(config, tmp_path / "s", ["train.lr=0.002"], vary, parse_seeds("1,2"))
+    assert [(c.name, c.config) for c in expand(from_file)] == [
+        (c.name, c.config) for c in expand(from_flags)
+    ]
+    path.write_text("config: x.yaml\nvary: {model.position: rope}\n")
+    with pytest.raises(GptcliError, match="vary must map each key to a list"):
+        load_grid(path)
+    with pytest.raises(GptcliError, match="bad --vary"):
+        parse_vary("position=rope")

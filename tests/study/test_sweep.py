@@ -1,0 +1,79 @@
+"""The sweep end to end through real child processes (tiny models, a few steps each)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from typer.testing import CliRunner
+
+from gptcli.cli import app
+from gptcli.study.grid import Grid
+from gptcli.study.sweep import Sweep, finished_step
+
+from ..conftest import REPO
+from .test_grid import base_config
+
+runner = CliRunner()
+
+
+def statuses(out):
+    return {r["name"]: r["status"] for r in json.loads((out / "sweep.json").read_text())["runs"]}
+
+
+@pytest.mark.slow
+def test_sweep_runs_every_combination_and_a_rerun_skips_them(tmp_path, char_data):
+    out = tmp_path / "sweep"
+    args = ["sweep", "--config", base_config(tmp_path, char_data), "--out", out, "--jobs", "2",
+            "--vary", "model.position=learned,alibi", "--seeds", "1,2"]  # fmt: skip
+    done = runner.invoke(app, [str(a) for a in args])
+    assert done.exit_code == 0, done.output
+    assert set(statuses(out).values()) == {"done"} and len(statuses(out)) == 4
+    run = out / "position=alibi,seed=2"
+    assert finished_step(run) == 6 and (run / "train.log").is_file()
+    before = (run / "metrics.jsonl").read_text()
+    again = runner.invoke(app, [str(a) for a in args])
+    assert again.exit_code == 0 and (run / "metrics.jsonl").read_text() == before
+
+
+@pytest.mark.slow
+def test_a_failing_run_is_marked_with_its_error_and_the_others_finish(tmp_path, char_data):
+    grid = Grid(base_config(tmp_path, char_data), tmp_path / "s", [],
+                {"train.lr": [0.001, 1.0e9]})  # fmt: skip
+    sweep = Sweep(grid, jobs=2)
+    assert sweep.run() == 1
+    by_name = {s.name: s for s in sweep.states}
+    assert by_name["lr=0.001"].status == "done"
+    bad = by_name["lr=1000000000.0"]
+    assert bad.status == "failed" and "became nan" in bad.error
+
+
+@pytest.mark.slow
+def test_a_killed_child_is_failed_then_resumed_by_the_next_sweep(tmp_path, char_data):
+    config = base_config(tmp_path, char_data)
+    out = tmp_path / "s"
+    command = [sys.executable, "-m", "gptcli", "sweep", "--config", str(config), "--vary",
+               "model.position=rope", "--set", "train.max_iters=400", "--set",
+               "train.eval_interval=20", "--out", str(out)]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    sweep = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)  # fmt: skip
+    run = out / "position=rope"
+    deadline = time.time() + 60
+    while finished_step(run) is None and time.time() < deadline:
+        time.sleep(0.1)
+    pid = json.loads((out / "sweep.json").read_text())["runs"][0]["pid"]
+    os.kill(pid, signal.SIGKILL)
+    _, err = sweep.communicate(timeout=60)
+    assert sweep.returncode == 1, err
+    assert statuses(out) == {"position=rope": "failed"} and "killed by SIGKILL" in err
+    killed_at = finished_step(run)
+    assert killed_at < 400
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert statuses(out) == {"position=rope": "done"} and finished_step(run) == 400
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").open()]
+    assert steps[0] == 0 and killed_at in steps and steps.count(0) == 1  # resumed, not restarted

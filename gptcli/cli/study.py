@@ -92,13 +92,15 @@ def compare(
     from gptcli.study.compare import compare as run_compare
     from gptcli.study.compare import header, render
     from gptcli.study.plots import plot_curves
+    from gptcli.study.runs import base_config_names
 
     with user_errors():
         if output not in ("table", "md", "csv", "json"):
             raise GptcliError(f"--format must be table, md, csv or json, got {output!r}")
         rows = run_compare(paths, metric, baseline)
         if plot is not None:
-            plot_curves(rows, plot, by, title=", ".join(str(p) for p in paths))
+            title = ", ".join(base_config_names(paths))
+            plot_curves(rows, plot, by, title=title)
     if output != "table":
         typer.echo(render(rows, output))
     else:

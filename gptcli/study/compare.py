@@ -8,7 +8,7 @@ import io
 import json
 import math
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +33,8 @@ class Row:
     runs: list[RunRecord]
     values: list[float | None]
     sources: list[str]  # where each value came from: eval or logged
+    metric: str = "val_loss"
     delta: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def scored(self) -> list[float]:
@@ -57,6 +57,7 @@ class Row:
             "n": len(self.scored),
             "status": _status(runs),
             "params": runs[0].params,
+            "metric": self.metric,
             "metric_source": sorted(set(self.sources)),
             "mean": self.mean,
             "std": self.std,
@@ -85,7 +86,7 @@ def compare(paths: list[Path], metric: str = "val_loss", baseline: str | None = 
         overrides = {k: members[0].flat[k] for k in varied}
         scored = [_metric(r, metric) for r in members]
         rows.append(Row(_name(overrides), overrides, members, [v for v, _ in scored],
-                        [s for _, s in scored]))  # fmt: skip
+                        [s for _, s in scored], metric))  # fmt: skip
     rows.sort(key=lambda row: (row.mean is None, row.mean if row.mean is not None else 0.0))
     if baseline is not None:
         base = _find(rows, baseline)

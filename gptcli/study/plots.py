@@ -3,13 +3,12 @@ shaded; written as a PNG with matplotlib's Agg backend (no display needed)."""
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
 
-from gptcli import atomic
 from gptcli.errors import GptcliError
+from gptcli.study import pictures
 from gptcli.study.compare import Row
 
 AXES = {"step": "step", "time": "training time (s)", "tokens": "tokens seen"}
@@ -18,11 +17,7 @@ AXES = {"step": "step", "time": "training time (s)", "tokens": "tokens seen"}
 def plot_curves(rows: list[Row], out: Path, by: str = "step", title: str = "runs") -> Path:
     if by not in AXES:
         raise GptcliError(f"--by must be one of {', '.join(AXES)}, got {by!r}")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pictures.pyplot()
     fig, ax = plt.subplots(figsize=(8, 5), dpi=100)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, row in enumerate(rows):
@@ -41,15 +36,7 @@ def plot_curves(rows: list[Row], out: Path, by: str = "step", title: str = "runs
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    buffer = io.BytesIO()
-    try:
-        fig.savefig(buffer, format="png")
-    finally:
-        plt.close(fig)
-    atomic.write_bytes(out, buffer.getvalue())
-    return out
+    return pictures.save(fig, out)
 
 
 def _band(row: Row, key: str, by: str):

@@ -88,6 +88,7 @@ class Sweep:
         }
         try:
             self.save()
+            shown = 0.0
             while todo or running:
                 while todo and len(running) < self.jobs and not self.stop_requests:
                     state = todo.pop(0)
@@ -96,7 +97,9 @@ class Sweep:
                 if self.stop_requests and not running:
                     break
                 self._reap(running)
-                on_update(self.states)
+                if time.monotonic() - shown >= 1.0:  # redraw once a second; reap more often
+                    on_update(self.states)
+                    shown = time.monotonic()
                 time.sleep(0.2)
         finally:
             for sig, handler in previous.items():

@@ -49,6 +49,7 @@ def test_formats(runs):
     for key in ("name", "overrides", "seeds", "n", "status", "params", "mean", "std", "values",
                 "tokens_per_s", "wall_s"):  # fmt: skip
         assert key in records[0]
+    assert records[0]["metric"] == "best_val_loss"
     assert records[0]["seeds"] == [1, 2] and records[0]["n"] == 2
     assert records[0]["status"] == "done" and records[0]["wall_s"] > 0
     table = list(csv.reader(io.StringIO(render(rows, "csv"))))

@@ -1,0 +1,92 @@
+"""`gptcli inspect SUBJECT`: look inside a model (parameters, attention, positions, norm leak)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from gptcli.cli.app import app, console, user_errors
+from gptcli.errors import GptcliError
+
+
+@app.command("inspect")
+def inspect_(
+    subject: str = typer.Argument(..., help="params | attention | positions | norm-leak"),
+    checkpoint: Path | None = typer.Option(None, "--checkpoint", help="A run or checkpoint."),
+    which: str = typer.Option("best", help="best | latest, when given a run directory."),
+    config: Path | None = typer.Option(None, "--config", "-c", help="params only: a config."),
+    set_: list[str] = typer.Option([], "--set", help="params --config: override a key."),
+    vocab_size: int | None = typer.Option(None, help="params --config: vocabulary size."),
+    prompt: str = typer.Option("", help="attention: the text to attend over."),
+    layer: int | None = typer.Option(None, help="attention: one layer \\[default: all]."),
+    head: int | None = typer.Option(None, help="attention: one head \\[default: all]."),
+    data: Path | None = typer.Option(None, help="norm-leak: a dataset \\[default: the run's]."),
+    out: Path | None = typer.Option(None, help="The PNG \\[default: RUN/inspect/SUBJECT.png]."),
+    output: str = typer.Option("table", "--format", help="table | json"),
+) -> None:
+    """Look inside a model; every picture is a PNG (no display needed).
+
+    params: parameters module by module, with totals and each part's share (from a checkpoint, or
+    from --config before training). attention: the weights each layer and head gives a prompt,
+    biases and causal mask included. positions: the position scheme as a picture. norm-leak: how
+    far BatchNorm's batch statistics let a causal model see the future."""
+    from gptcli.study import inspection
+
+    with user_errors():
+        if subject not in inspection.SUBJECTS:
+            raise GptcliError(f"unknown subject {subject!r}; choose one of: "
+                              f"{', '.join(inspection.SUBJECTS)}")  # fmt: skip
+        if output not in ("table", "json"):
+            raise GptcliError(f"--format must be table or json, got {output!r}")
+        if subject == "params":
+            report = inspection.params_of(checkpoint, config, which, set_, vocab_size)
+        else:
+            if checkpoint is None:
+                raise GptcliError(f"inspect {subject} needs --checkpoint RUN")
+            found = _look(subject, inspection.load_subject(checkpoint, which), prompt, layer,
+                          head, data, out)  # fmt: skip
+    if subject == "params":
+        if output == "json":
+            typer.echo(json.dumps(report.record(), indent=2))
+        else:
+            console.print(_params_table(report))
+        return
+    if output == "json":
+        typer.echo(json.dumps({"summary": found.summary, "picture": str(found.picture or ""),
+                               **found.record}))  # fmt: skip
+        return
+    typer.echo(found.summary)  # plain lines: a path must not be wrapped
+    if found.picture is not None:
+        typer.echo(f"picture: {found.picture}")
+
+
+def _look(subject, loaded, prompt, layer, head, data, out):
+    from gptcli.study import inspection
+
+    if subject == "attention":
+        return inspection.attention(loaded, prompt, out, layer, head)
+    if subject == "positions":
+        return inspection.positions(loaded, out)
+    return inspection.norm_leak(loaded, out, data)
+
+
+def _params_table(report) -> Table:
+    table = Table(title=f"parameters: {report.variant_line}", title_justify="left")
+    for name, justify in (("module", "left"), ("kind", "left"), ("shapes", "left"),
+                          ("params", "right"), ("part", "left")):  # fmt: skip
+        table.add_column(name, justify=justify)
+    for r in report.rows:
+        shapes = ", ".join("x".join(map(str, s)) for s in r.shapes)
+        table.add_row(r.name, r.kind, shapes + (f" ({r.note})" if r.note else ""),
+                      f"{r.params:,}", r.part)  # fmt: skip
+    table.add_section()
+    for part, count in report.parts.items():
+        table.add_row(part, "", "", f"{count:,}", f"{count / max(report.total, 1):.1%}")
+    table.add_section()
+    table.add_row("total", "", "", f"{report.total:,}", "100.0%")
+    table.add_row("without embeddings", "", "", f"{report.non_embedding:,}",
+                  f"{report.non_embedding / max(report.total, 1):.1%}")  # fmt: skip
+    return table

@@ -1,0 +1,111 @@
+"""`inspect attention`: the attention weights a model really uses for a prompt, and their picture.
+
+The weights are recomputed from each attention layer's own input, captured by a hook during an
+ordinary forward pass: q and k from the layer's projection, position-encoded by the model's own
+scheme (RoPE rotates them), scores scaled by 1/sqrt(head size), plus the scheme's additive bias
+(ALiBi, relative) with the causal mask folded in, then softmax. The tests hold these weights to
+the layer's real output (weights @ v, projected, equals what the layer returned).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from gptcli.errors import GptcliError
+from gptcli.model import GPT
+from gptcli.model.positions import causal_mask
+from gptcli.study import pictures
+
+# Above this many tokens the axis labels overlap and are left off.
+MAX_LABELLED = 40
+
+
+def attention_weights(model: GPT, idx: torch.Tensor) -> torch.Tensor:
+    """idx: (1, T) token ids -> (n_layer, n_head, T, T) attention weights, rows summing to 1."""
+    captured: list[tuple] = []
+    hooks = [
+        block.attn.register_forward_pre_hook(lambda _m, args: captured.append(args))
+        for block in model.blocks
+    ]
+    try:
+        with torch.no_grad():
+            model(idx)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    with torch.no_grad():
+        return torch.stack([
+            layer_weights(block.attn, *args)[0]
+            for block, args in zip(model.blocks, captured, strict=True)
+        ])  # fmt: skip
+
+
+def layer_weights(attn, x, positions, start, attn_bias, kv=None) -> torch.Tensor:
+    """One layer's (B, H, T, T) weights from its forward arguments (no KV cache)."""
+    B, T, C = x.shape
+    q, k, _ = attn.c_attn(x).split(C, dim=2)
+    q, k = (t.view(B, T, attn.n_head, C // attn.n_head).transpose(1, 2) for t in (q, k))
+    q, k = positions.rotate(q, k, start)
+    scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])
+    bias = attn_bias if attn_bias is not None else causal_mask(T, T, x.device)
+    return F.softmax(scores.float() + bias, dim=-1)
+
+
+def encode_prompt(tokenizer, prompt: str, max_len: int) -> list[int]:
+    if not prompt:
+        raise GptcliError("--prompt is empty: give the text whose attention to draw")
+    ids = tokenizer.encode(prompt)
+    if len(ids) > max_len:
+        raise GptcliError(
+            f"the prompt is {len(ids)} tokens, longer than the model's block_size={max_len}; "
+            "shorten it"
+        )
+    return ids
+
+
+def check_index(name: str, value: int | None, count: int) -> None:
+    if value is not None and not 0 <= value < count:
+        raise GptcliError(f"--{name} {value} does not exist: the model has {count} ({name}s "
+                          f"0..{count - 1})")  # fmt: skip
+
+
+def token_label(text: str) -> str:
+    """A token's text as an axis label: whitespace made visible."""
+    return text.replace("\n", "\u23ce").replace(" ", "\u2423").replace("\t", "\u21e5") or "\u2205"
+
+
+def draw(
+    weights: torch.Tensor,
+    labels: list[str],
+    out: Path,
+    title: str,
+    layer: int | None = None,
+    head: int | None = None,
+) -> Path:
+    """A grid of heatmaps, layers down and heads across, or only the layer/head asked for."""
+    plt = pictures.pyplot()
+    layers = [layer] if layer is not None else list(range(weights.shape[0]))
+    heads = [head] if head is not None else list(range(weights.shape[1]))
+    T = weights.shape[-1]
+    cell = 3.2 if T <= MAX_LABELLED else 2.4
+    fig, axes = plt.subplots(len(layers), len(heads), squeeze=False, dpi=100,
+                             figsize=(cell * len(heads) + 1, cell * len(layers) + 1))  # fmt: skip
+    for r, li in enumerate(layers):
+        for c, hi in enumerate(heads):
+            ax = axes[r][c]
+            ax.imshow(weights[li, hi].numpy(), cmap="viridis", vmin=0, vmax=1)
+            ax.set_title(f"layer {li} head {hi}", fontsize=8)
+            if T <= MAX_LABELLED:
+                ticks = range(T)
+                ax.set_xticks(ticks, labels, rotation=90, fontsize=6)
+                ax.set_yticks(ticks, labels, fontsize=6)
+            else:
+                ax.set_xticks([])
+                ax.set_yticks([])
+    fig.suptitle(f"attention weights (row: query, column: key)\n{title}", fontsize=9)
+    fig.tight_layout()
+    return pictures.save(fig, out)

@@ -1,0 +1,109 @@
+"""The `gptcli inspect` subjects as library calls: each loads what it needs, computes the numbers,
+draws the picture (PNG, Agg backend) and returns a Finding for the CLI to show."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gptcli.errors import GptcliError
+from gptcli.study.subject import Subject, load_subject
+
+SUBJECTS = ("params", "attention", "positions", "norm-leak")
+
+
+@dataclass
+class Finding:
+    summary: str
+    record: dict[str, Any] = field(default_factory=dict)
+    picture: Path | None = None
+
+
+def params_of(checkpoint: Path | None, config: Path | None, which: str = "best",
+              sets: list[str] | None = None, vocab_size: int | None = None):  # fmt: skip
+    """The parameter report of a checkpoint, or of a config before any training (built on the
+    meta device, so even a large model costs no memory)."""
+    from gptcli.study.params import param_report
+
+    if (checkpoint is None) == (config is None):
+        raise GptcliError("give --checkpoint RUN or --config FILE (one of them)")
+    if checkpoint is not None:
+        return param_report(load_subject(checkpoint, which).model)
+    from gptcli.config import load_config
+    from gptcli.model import GPT, check_config
+
+    cfg = load_config(config, list(sets or []))
+    check_config(cfg.model)
+    vocab = vocab_size or _vocab_of(cfg.data.dir)
+    with torch.device("meta"):
+        return param_report(GPT(cfg.model, vocab))
+
+
+def _vocab_of(data_dir: str) -> int:
+    from gptcli.data.dataset import TokenDataset
+
+    try:
+        return TokenDataset(data_dir).vocab_size
+    except GptcliError as exc:
+        raise GptcliError(
+            f"{exc} (or give --vocab-size N to size the model without data)"
+        ) from None
+
+
+def attention(subject: Subject, prompt: str, out: Path | None, layer: int | None,
+              head: int | None) -> Finding:  # fmt: skip
+    from gptcli.study import attention_maps as am
+
+    mc = subject.model.cfg
+    am.check_index("layer", layer, mc.n_layer)
+    am.check_index("head", head, mc.n_head)
+    ids = am.encode_prompt(subject.tokenizer, prompt, mc.block_size)
+    weights = am.attention_weights(subject.model, torch.tensor([ids]))
+    labels = [am.token_label(subject.tokenizer.decode([i])) for i in ids]
+    path = am.draw(weights, labels, out or subject.default_out("attention"), subject.title,
+                   layer, head)  # fmt: skip
+    where = f"layer {layer}" if layer is not None else f"{mc.n_layer} layers"
+    where += f", head {head}" if head is not None else f" x {mc.n_head} heads"
+    record = {"tokens": labels, "weights": weights.tolist()}
+    return Finding(f"attention of {len(ids)} tokens, {where}", record, path)
+
+
+def positions(subject: Subject, out: Path | None) -> Finding:
+    from gptcli.study import position_maps as pm
+
+    view = pm.position_view(subject.model)
+    if view.scheme == "none":
+        return Finding(view.summary, {"scheme": "none"})
+    block = subject.model.cfg.block_size
+    path = pm.draw(view, out or subject.default_out("positions"), subject.title, block)
+    record = {"scheme": view.scheme, **{k: v.tolist() for k, v in view.arrays.items()}}
+    return Finding(f"{view.scheme}: {view.summary}", record, path)
+
+
+def norm_leak(subject: Subject, out: Path | None, data_dir: Path | None) -> Finding:
+    from gptcli.data.dataset import TokenDataset
+    from gptcli.evaluate import check_same_tokenizer
+    from gptcli.study import norm_leak as nl
+
+    ckpt = subject.ckpt
+    data = TokenDataset(data_dir or ckpt.config.data.dir)
+    check_same_tokenizer(data, ckpt.tokenizer_spec, ckpt.vocab_size)
+    data.check_block_size(ckpt.config.model.block_size)
+    report = nl.measure_leak(subject.model, data, ckpt.config.train.batch_size)
+    path = nl.draw(report, out or subject.default_out("norm-leak"), subject.title)
+    rec = report.record()
+    if report.mixes_positions:
+        summary = (f"norm '{report.norm}' mixes positions: val loss "
+                   f"{rec['val_loss_train_mode']:.4f} with batch statistics vs "
+                   f"{rec['val_loss_eval_mode']:.4f} with running ones;"
+                   f" a changed later token moves earlier outputs by up to "
+                   f"{rec['leak_train_mode']:.3g} in train mode, {rec['leak_eval_mode']:.3g} in "
+                   "eval mode")  # fmt: skip
+    else:
+        summary = (f"norm '{report.norm}' works within each position, so nothing leaks: the probe "
+                   f"gives {rec['leak_train_mode']:.3g} in train mode and "
+                   f"{rec['leak_eval_mode']:.3g} in eval mode")  # fmt: skip
+    return Finding(summary, rec, path)

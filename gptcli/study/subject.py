@@ -1,0 +1,42 @@
+"""What `gptcli inspect` looks at: a trained model and its tokenizer, named for titles and files."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from gptcli.config import ModelConfig
+from gptcli.data.tokenizers import Tokenizer
+from gptcli.model import GPT
+from gptcli.training import checkpoint
+
+
+@dataclass
+class Subject:
+    model: GPT
+    tokenizer: Tokenizer
+    ckpt: checkpoint.Checkpoint
+    run_dir: Path
+
+    @property
+    def title(self) -> str:
+        return f"{self.run_dir.name} (step {self.ckpt.step}): {variant_line(self.model.cfg)}"
+
+    def default_out(self, subject: str) -> Path:
+        return self.run_dir / "inspect" / f"{subject}.png"
+
+
+def variant_line(mc: ModelConfig) -> str:
+    """The variant names, as one line for titles."""
+    return (
+        f"position={mc.position}, norm={mc.norm} ({mc.norm_placement}), activation={mc.activation}"
+    )
+
+
+def load_subject(path: str | Path, which: str = "best") -> Subject:
+    """A checkpoint's model on the CPU in eval mode (pictures need no GPU)."""
+    from gptcli.evaluate import run_dir_of
+    from gptcli.generate import load_model
+
+    model, tokenizer, ckpt = load_model(path, which, "cpu")
+    return Subject(model, tokenizer, ckpt, run_dir_of(ckpt.dir))

@@ -96,15 +96,23 @@ def _probe(model: GPT, x: torch.Tensor, positions: list[int], vocab_size: int) -
 def draw(report: LeakReport, out: Path, title: str) -> Path:
     plt = pictures.pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), dpi=100)
-    top = max(report.leak_train_mode.max(), report.leak_eval_mode.max(), 1e-12)
+    from matplotlib.colors import LogNorm
+
+    top = max(report.leak_train_mode.max(), report.leak_eval_mode.max(), 1e-3)
+    # A log scale, so a leak far smaller than the changed token's own effect still shows; exact
+    # zeros (no influence at all) are drawn black.
+    scale = LogNorm(vmin=top * 1e-6, vmax=top)
+    cmap = plt.get_cmap("magma").with_extremes(bad="black", under="black")
     for ax, mode, leak, loss in (
         (axes[0], "train mode (batch statistics)", report.leak_train_mode, report.loss_train_mode),
         (axes[1], "eval mode (running statistics)", report.leak_eval_mode, report.loss_eval_mode),
     ):
-        image = ax.imshow(leak, aspect="auto", cmap="magma", vmin=0, vmax=top,
+        shown = np.ma.masked_equal(leak, 0.0)
+        image = ax.imshow(shown, aspect="auto", cmap=cmap, norm=scale,
                           extent=(-0.5, leak.shape[1] - 0.5, len(leak) - 0.5, -0.5))  # fmt: skip
         ax.set_yticks(range(len(leak)), [str(p) for p in report.probe_positions], fontsize=6)
-        # Left of the line: outputs before the changed token, which a causal model keeps fixed.
+        # Left of the line: outputs before the changed token, which a causal model keeps fixed
+        # (black); right of it, the ordinary influence of a token on what follows.
         ax.plot(report.probe_positions, range(len(leak)), "w--", linewidth=1)
         ax.set(xlabel="output position q", ylabel="changed token position p",
                title=f"{mode}\nval loss {loss:.4f}, leak {report.worst(leak):.2e}")  # fmt: skip

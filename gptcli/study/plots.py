@@ -30,6 +30,11 @@ def plot_curves(rows: list[Row], out: Path, by: str = "step", title: str = "runs
             if len(row.runs) > 1:
                 ax.fill_between(xs, low, high, color=colour, alpha=0.15, linewidth=0)
     ax.set_yscale("log")
+    from matplotlib.ticker import ScalarFormatter
+
+    for axis in (ax.yaxis,):  # plain numbers on the log axis, not powers of ten
+        axis.set_major_formatter(ScalarFormatter())
+        axis.set_minor_formatter(ScalarFormatter())
     ax.set_xlabel(AXES[by])
     ax.set_ylabel("loss (nats/token): val solid, train dashed")
     ax.set_title(title)

@@ -88,7 +88,7 @@ def _rope_view(model: GPT, n_pos: int) -> PositionView:
 def draw(view: PositionView, out: Path, title: str, block_size: int) -> Path:
     plt = pictures.pyplot()
     if view.scheme in ("learned", "sincos"):
-        fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5), dpi=100)
+        fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5), dpi=100, layout="constrained")
         image = left.imshow(view.arrays["vectors"], aspect="auto", cmap="RdBu_r")
         left.set(title="position vectors", xlabel="channel", ylabel="position")
         fig.colorbar(image, ax=left)
@@ -96,7 +96,7 @@ def draw(view: PositionView, out: Path, title: str, block_size: int) -> Path:
         right.set(title="cosine similarity", xlabel="position", ylabel="position")
         fig.colorbar(image, ax=right)
     elif view.scheme == "rope":
-        fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+        fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100, layout="constrained")
         scores = view.arrays["score_by_distance"]
         ax.plot(np.arange(len(scores)), scores, linewidth=1.2)
         ax.axvline(block_size - 1, color="grey", linestyle=":", label="training length")
@@ -106,19 +106,23 @@ def draw(view: PositionView, out: Path, title: str, block_size: int) -> Path:
     else:
         fig = _draw_bias(plt, view)
     fig.suptitle(f"positions: {title}", fontsize=9)
-    fig.tight_layout()
     return pictures.save(fig, out)
 
 
 def _draw_bias(plt, view: PositionView):
     bias, by_distance = view.arrays["bias"], view.arrays["by_distance"]
     n_head = bias.shape[0]
-    fig, axes = plt.subplots(1, n_head + 1, figsize=(2.6 * (n_head + 1) + 1, 3.2), dpi=100)
+    fig, axes = plt.subplots(1, n_head + 1, figsize=(2.6 * (n_head + 1) + 2, 3.4), dpi=100,
+                             layout="constrained")  # fmt: skip
+    finite = bias[np.isfinite(bias)]
+    # One colour scale for every head, so their slopes (or learned tables) compare by eye.
+    low, high = float(finite.min()), float(finite.max())
     for h in range(n_head):
         axes[0].plot(by_distance[h], label=f"head {h}", linewidth=1)
         shown = np.where(np.isfinite(bias[h]), bias[h], np.nan)  # the masked future left blank
-        axes[h + 1].imshow(shown, cmap="magma")
+        image = axes[h + 1].imshow(shown, cmap="magma", vmin=low, vmax=high)
         axes[h + 1].set(title=f"head {h}", xlabel="key", ylabel="query")
+    fig.colorbar(image, ax=list(axes[1:]), label="bias", shrink=0.8)
     axes[0].set(title="bias against distance", xlabel="query - key distance", ylabel="bias")
     axes[0].legend(fontsize=6)
     return fig

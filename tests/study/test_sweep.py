@@ -77,3 +77,27 @@ def test_a_killed_child_is_failed_then_resumed_by_the_next_sweep(tmp_path, char_
     assert statuses(out) == {"position=rope": "done"} and finished_step(run) == 400
     steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").open()]
     assert steps[0] == 0 and killed_at in steps and steps.count(0) == 1  # resumed, not restarted
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_every_child_with_a_checkpoint_and_says_how_to_continue(tmp_path, char_data):
+    config = base_config(tmp_path, char_data)
+    out = tmp_path / "s"
+    command = [sys.executable, "-m", "gptcli", "sweep", "--config", str(config), "--vary",
+               "model.position=rope,alibi", "--jobs", "2", "--set", "train.max_iters=100000",
+               "--set", "train.eval_interval=100000", "--out", str(out)]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    sweep = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)  # fmt: skip
+    logs = [out / name / "metrics.jsonl" for name in ("position=rope", "position=alibi")]
+    deadline = time.time() + 60
+    while not all(p.is_file() and p.stat().st_size for p in logs) and time.time() < deadline:
+        time.sleep(0.1)
+    sweep.send_signal(signal.SIGINT)
+    _, err = sweep.communicate(timeout=60)
+    assert sweep.returncode == 130, err
+    assert "Continue with:" in err and "sweep" in err.split("Continue with:")[1]
+    assert set(statuses(out).values()) == {"interrupted"}
+    for name in ("position=rope", "position=alibi"):
+        step = finished_step(out / name)  # each child saved where it stopped
+        assert step is not None and 0 < step < 100000

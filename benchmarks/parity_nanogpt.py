@@ -1,4 +1,4 @@
-"""Step-for-step parity with nanoGPT: the same initial weights, the same batches, the losses compared.
+"""Step-for-step parity with nanoGPT: the same initial weights and batches, the losses compared.
 
     python benchmarks/parity_nanogpt.py --nanogpt PATH/TO/nanoGPT [--steps 300]
         [--data data/shakespeare_char] [--adam fused|foreach] [--precision fp32|bf16]

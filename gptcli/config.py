@@ -61,6 +61,7 @@ class TrainConfig:
     eval_interval: int = 250
     eval_iters: int = 20
     log_interval: int = 10
+    tensorboard: bool = False  # also write TensorBoard event files (needs gptcli[tensorboard])
     final_eval: bool = True  # score the final checkpoint on the whole val split
     device: str = "auto"
     precision: str = "auto"

@@ -7,6 +7,9 @@ by S, and each window scores only its last S targets (the first window scores al
 so every target is still scored once, each with at least context - S tokens of history.
 Per-token losses are summed in float64, so the result does not depend on the batch size beyond
 float32 rounding inside the model.
+
+load_model (checkpoint -> model and tokenizer) lives here, below generate.py, so that sampling's
+Python API can score text with this module's arithmetic without an import loop.
 """
 
 from __future__ import annotations
@@ -25,10 +28,10 @@ import torch.nn.functional as F
 
 from gptcli import atomic
 from gptcli.data.dataset import SPLITS, TokenDataset
-from gptcli.data.tokenizers import Tokenizer
-from gptcli.errors import GptcliError
+from gptcli.data.tokenizers import Tokenizer, tokenizer_from_spec
+from gptcli.errors import GptcliError, first_line
 from gptcli.model import GPT
-from gptcli.training.checkpoint import POINTER
+from gptcli.training import checkpoint
 
 
 @dataclass(frozen=True)
@@ -248,6 +251,23 @@ def check_same_tokenizer(data: TokenDataset, spec: dict[str, Any], vocab_size: i
     )
 
 
+def load_model(
+    path: str | Path, which: str = "best", device: str | torch.device = "cpu"
+) -> tuple[GPT, Tokenizer, checkpoint.Checkpoint]:
+    """A checkpoint (a run directory or one checkpoint) -> its model, in eval mode on device,
+    its tokenizer and the checkpoint."""
+    ckpt = checkpoint.load(path, which)
+    tokenizer = tokenizer_from_spec(ckpt.tokenizer_spec)
+    model = GPT(ckpt.config.model, ckpt.vocab_size)
+    try:
+        model.load_state_dict(ckpt.model_state())
+    except RuntimeError as exc:
+        first = first_line(exc)
+        raise GptcliError(f"checkpoint {ckpt.dir} does not fit its own config ({first})") from None
+    model.to(device).eval()
+    return model, tokenizer, ckpt
+
+
 def evaluate_checkpoint(
     path: str | Path,
     *,
@@ -264,7 +284,6 @@ def evaluate_checkpoint(
 ) -> EvalReport:
     """Score a checkpoint on a whole split (see the module docstring) and, with write, merge the
     results into RUN/eval.json."""
-    from gptcli.generate import load_model
     from gptcli.training.device import autocast, resolve_device, resolve_precision
 
     if split not in SPLITS:
@@ -296,7 +315,7 @@ def evaluate_checkpoint(
 
 def run_dir_of(ckpt_dir: Path) -> Path:
     """The run directory a checkpoint belongs to (itself when it stands alone)."""
-    return ckpt_dir.parent if (ckpt_dir.parent / POINTER).is_file() else ckpt_dir
+    return ckpt_dir.parent if (ckpt_dir.parent / checkpoint.POINTER).is_file() else ckpt_dir
 
 
 def read_results(run_dir: str | Path) -> list[dict[str, Any]]:

@@ -1,5 +1,6 @@
 """Sampling: a KV cache, the context-window rule, temperature / top-k / top-p, seeds, stop
-strings and streaming text, plus `load()`, the Python API that `gptcli sample` also uses.
+strings and streaming text, plus `load()`, the Python API that `gptcli sample` also uses (it
+samples, and scores text as `gptcli eval` scores a split).
 
 The window rule (the same with and without the cache, so both produce the same tokens):
 a prompt longer than block_size is cut to its last block_size tokens; when a new token no
@@ -17,29 +18,20 @@ from __future__ import annotations
 
 import codecs
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from gptcli.data.tokenizers import Tokenizer, tokenizer_from_spec
-from gptcli.errors import GptcliError, first_line
+from gptcli.data.tokenizers import Tokenizer
+from gptcli.errors import GptcliError
+
+# load_model stays importable from here (inspect and the tests use it); it lives in evaluate.py
+# so that LoadedModel.score can use evaluate's arithmetic without an import loop.
+from gptcli.evaluate import load_model, score_tokens, scored_bytes
 from gptcli.model import GPT
 from gptcli.training import checkpoint
-
-
-def load_model(
-    path: str | Path, which: str = "best", device: str | torch.device = "cpu"
-) -> tuple[GPT, Tokenizer, checkpoint.Checkpoint]:
-    ckpt = checkpoint.load(path, which)
-    tokenizer = tokenizer_from_spec(ckpt.tokenizer_spec)
-    model = GPT(ckpt.config.model, ckpt.vocab_size)
-    try:
-        model.load_state_dict(ckpt.model_state())
-    except RuntimeError as exc:
-        first = first_line(exc)
-        raise GptcliError(f"checkpoint {ckpt.dir} does not fit its own config ({first})") from None
-    model.to(device).eval()
-    return model, tokenizer, ckpt
 
 
 def sample_next(
@@ -162,6 +154,16 @@ class TextStream:
         return piece
 
 
+@dataclass(frozen=True)
+class TextScore:
+    """How well a model predicts a text (every token but the first, which has no history)."""
+
+    tokens: int  # targets scored
+    loss: float  # mean negative log-likelihood, nats per token
+    perplexity: float  # exp(loss)
+    bits_per_byte: float  # loss / ln 2 x tokens / UTF-8 bytes of the scored tokens
+
+
 class LoadedModel:
     """A model with its tokenizer and sampling defaults: what `gptcli.load()` returns."""
 
@@ -213,12 +215,38 @@ class LoadedModel:
             if pieces[0]:
                 yield pieces[0]
 
+    def score(self, text: str, *, batch_size: int = 16) -> TextScore:
+        """The loss, perplexity and bits per byte of text under the model, computed as `gptcli
+        eval` scores a split: non-overlapping windows of block_size, each token after the first
+        predicted once, from the tokens before it in its window. fp32, in eval mode."""
+        if not text:
+            raise GptcliError("cannot score an empty text; pass at least two tokens of text")
+        tokens = np.asarray(self.tokenizer.encode(text), dtype=np.int64)
+        if len(tokens) < 2:
+            raise GptcliError(
+                f"cannot score {text!r}: it is a single token, and a score needs at least 2 "
+                "(the first is only context for the next)"
+            )
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            scored = score_tokens(
+                lambda x: self.model(x)[0], tokens, self.model.cfg.block_size,
+                batch_size=batch_size, device=self.device,
+            )  # fmt: skip
+        finally:
+            self.model.train(was_training)
+        bpb = scored.bits_per_byte(scored_bytes(self.tokenizer, tokens))
+        return TextScore(scored.tokens, scored.loss, scored.perplexity, bpb)
+
 
 def load(path: str | Path, which: str = "best", device: str | torch.device = "auto") -> LoadedModel:
-    """Load a checkpoint (a run directory or one checkpoint) for sampling, e.g. in a notebook:
+    """Load a checkpoint (a run directory or one checkpoint) for sampling and scoring, e.g. in a
+    notebook (docs/api_example.py, the README's example, shows more):
 
     m = gptcli.load("out/demo")
     print("".join(m.generate("ROMEO:", max_new_tokens=100)))
+    print(m.score("ROMEO:\nBut soft!").bits_per_byte)
     """
     from gptcli.training.device import resolve_device
 

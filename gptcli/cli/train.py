@@ -5,12 +5,17 @@ from __future__ import annotations
 import math
 import shlex
 import signal
+import sys
 from pathlib import Path
 
 import typer
 from tqdm import tqdm
 
 from gptcli.cli.app import app, console, table, user_errors
+
+
+def _on_terminal() -> bool:
+    return sys.stderr.isatty()
 
 
 class _Progress:
@@ -20,6 +25,10 @@ class _Progress:
     def __init__(self):
         self.bar: tqdm | None = None
         self.loss: float | None = None
+        # Off a terminal (a log file, a sweep's train.log) a redrawn bar is noise: print one
+        # plain line per logged step instead.
+        self.plain = not _on_terminal()
+        self.max_iters = 0
 
     def on_start(self, info) -> None:
         m, procs = info.model, info.world_size
@@ -42,7 +51,9 @@ class _Progress:
                 ],
             )
         )
+        self.max_iters = info.max_iters
         self.bar = tqdm(
+            disable=self.plain,
             total=info.max_iters,
             initial=info.start_step,
             unit="step",
@@ -54,6 +65,9 @@ class _Progress:
     def on_step(self, step, loss, lr, tokens_per_sec) -> None:
         if loss is not None:
             self.loss = loss
+            if self.plain:
+                typer.echo(f"step {step}/{self.max_iters}: loss {loss:.4f}, lr {lr:.2e}, "
+                           f"{tokens_per_sec:,.0f} tok/s", err=True)  # fmt: skip
         self.bar.update(1)
         loss_text = f"{self.loss:.4f}" if self.loss is not None else "-"
         self.bar.set_postfix_str(
@@ -84,6 +98,12 @@ def train(
     out: Path | None = typer.Option(None, help="Run directory (sets train.out_dir)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint."),
     force: bool = typer.Option(False, "--force", help="Start over in a run dir that has one."),
+    tensorboard: bool = typer.Option(
+        False,
+        "--tensorboard",
+        help="Also write TensorBoard event files to OUT/tensorboard (sets train.tensorboard; "
+        "needs pip install 'gptcli[tensorboard]').",
+    ),
 ) -> None:
     """Train a model as the config says; checkpoints go to train.out_dir.
 
@@ -93,7 +113,11 @@ def train(
     from gptcli.training.distributed import from_env
     from gptcli.training.loop import train as run_train
 
-    values = {"train.device": device, "train.out_dir": str(out) if out else None}
+    values = {
+        "train.device": device,
+        "train.out_dir": str(out) if out else None,
+        "train.tensorboard": True if tensorboard else None,
+    }
     progress = _Progress()
     with user_errors():
         processes = from_env()
@@ -110,7 +134,9 @@ def train(
             progress.close()
     if result.interrupted:
         if processes.is_main:
-            command = _resume_command(config, set_, device, out, distributed=processes.enabled)
+            command = _resume_command(
+                config, set_, device, out, tensorboard, distributed=processes.enabled
+            )
             typer.echo(
                 f"stopped by {signal.Signals(result.interrupted).name} at step {result.step}; "
                 f"saved {result.checkpoint}; resume with: {command}",
@@ -121,12 +147,13 @@ def train(
         console.print(table("done", _summary(result)))
 
 
-def _resume_command(config, set_, device, out, distributed: bool) -> str:
+def _resume_command(config, set_, device, out, tensorboard: bool, distributed: bool) -> str:
     again = ["gptcli", "train", "--config", str(config)]
     for text in set_:
         again += ["--set", text]
     again += ["--device", device] if device else []
     again += ["--out", str(out)] if out else []
+    again += ["--tensorboard"] if tensorboard else []
     command = shlex.join([*again, "--resume"])
     return f"torchrun <the same options> -m {command}" if distributed else command
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
@@ -141,6 +142,19 @@ def _hf_name(name: str) -> str:
     return name
 
 
+def hf_tensor_names(names: Iterable[str], tied: bool) -> dict[str, tuple[str, bool]]:
+    """gptcli tensor name -> (its name in GPT2LMHeadModel's files, whether it is stored
+    transposed): load_hf_gpt2's mapping, inverted. A tied lm_head is wte itself, which is how
+    transformers ties it on load (and safetensors refuses two names for one tensor)."""
+    table = {}
+    for name in names:
+        if name == "lm_head.weight":
+            table[name] = ("transformer.wte.weight", False) if tied else (name, False)
+        else:
+            table[name] = ("transformer." + _hf_name(name), name.endswith(_CONV1D))
+    return table
+
+
 def load_hf_gpt2(path: str | Path) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
     """A Hugging Face GPT-2 directory -> (its ModelConfig, a state dict in gptcli's names)."""
     path = Path(path)
@@ -181,7 +195,8 @@ def load_hf_gpt2(path: str | Path) -> tuple[ModelConfig, dict[str, torch.Tensor]
 
 def convert(hf_dir: str | Path, out_dir: str | Path, force: bool = False) -> Path:
     """Write a Hugging Face GPT-2 directory as a gptcli checkpoint (a run directory at step 0
-    with the GPT-2 tokenizer) that `sample --checkpoint` and `train.init_from` accept."""
+    with the GPT-2 tokenizer, or an hf export's own) that `sample --checkpoint` and
+    `train.init_from` accept."""
     hf_dir, out_dir = Path(hf_dir), Path(out_dir)
     if out_dir.exists() and not force:
         raise GptcliError(f"{out_dir} already exists; pass --force to replace it")
@@ -189,7 +204,10 @@ def convert(hf_dir: str | Path, out_dir: str | Path, force: bool = False) -> Pat
         raise GptcliError("the output directory must not be the Hugging Face directory itself")
     mc, state = load_hf_gpt2(hf_dir)
     vocab_size = state["wte.weight"].shape[0]
-    if vocab_size < GPT2_VOCAB:
+    # A gptcli export names its tokenizer (char, bpe); a plain Hugging Face one can only be GPT-2's.
+    exported = checkpoint.is_export(hf_dir)
+    spec = checkpoint.load(hf_dir).tokenizer_spec if exported else GPT2_TOKENIZER
+    if not exported and vocab_size < GPT2_VOCAB:
         raise GptcliError(
             f"{hf_dir} has vocab_size {vocab_size}, fewer than the GPT-2 tokenizer's {GPT2_VOCAB}: "
             "it was not trained with GPT-2's tokenizer, which a converted checkpoint uses"
@@ -203,7 +221,7 @@ def convert(hf_dir: str | Path, out_dir: str | Path, force: bool = False) -> Pat
             trainer_state={"step": 0, "converted_from": str(hf_dir)},
             config=Config(model=mc),
             vocab_size=vocab_size,
-            tokenizer_spec=GPT2_TOKENIZER,
+            tokenizer_spec=spec,
             best_step=0,
             best_val_loss=None,
             val_loss=None,

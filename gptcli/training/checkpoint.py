@@ -5,6 +5,11 @@ file, checkpoints.json, naming the latest and the best. A checkpoint is written 
 temporary name and renamed into place before the pointer (replaced atomically) names it, so a
 process killed at any moment leaves the previous pointer and the checkpoints it names intact.
 Weights and trainer state are loaded with torch.load(weights_only=True): no pickled code runs.
+
+`gptcli export` writes a directory that load() reads as one checkpoint too: the weights in
+model.safetensors, and gptcli.json naming the config, the tokenizer, and where each of the
+model's tensors is stored in that file (Hugging Face's GPT-2 names, or gptcli's own), so that
+reading it needs no knowledge of any other layout.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ POINTER = "checkpoints.json"
 MODEL_FILE = "model.pt"
 TRAINER_FILE = "trainer.pt"
 CONFIG_FILE = "config.json"
+EXPORT_FILE = "gptcli.json"
+EXPORT_WEIGHTS = "model.safetensors"
 _STEP_DIR = re.compile(r"^step-\d+$")
 _TMP_DIR = re.compile(r"^\.step-\d+\.tmp-")
 
@@ -40,11 +47,20 @@ class Checkpoint:
     vocab_size: int
     tokenizer_spec: dict[str, Any]
     step: int
+    # An export's tensors: model name -> (name in model.safetensors, stored transposed).
+    exported: dict[str, tuple[str, bool]] | None = None
 
     def model_state(self) -> dict[str, torch.Tensor]:
+        if self.exported is not None:
+            return _export_state(self.dir / EXPORT_WEIGHTS, self.exported)
         return _torch_load(self.dir / MODEL_FILE)
 
     def trainer_state(self) -> dict[str, Any]:
+        if self.exported is not None:
+            raise GptcliError(
+                f"{self.dir} is an export: weights without training state; start a new run "
+                f"(another --out) with train.init_from: {self.dir}"
+            )
         return _torch_load(self.dir / TRAINER_FILE)
 
 
@@ -141,7 +157,7 @@ def resolve(path: str | Path, which: str = "best") -> Path:
     path = Path(path)
     if not path.exists():
         raise GptcliError(f"checkpoint not found: {path}")
-    if (path / CONFIG_FILE).is_file():
+    if is_export(path) or (path / CONFIG_FILE).is_file():
         return path
     pointer = read_pointer(path)
     if pointer is None:
@@ -156,6 +172,8 @@ def resolve(path: str | Path, which: str = "best") -> Path:
 
 def load(path: str | Path, which: str = "best") -> Checkpoint:
     ckpt_dir = resolve(path, which)
+    if is_export(ckpt_dir):
+        return _load_export(ckpt_dir)
     cfg_path = ckpt_dir / CONFIG_FILE
     try:
         info = json.loads(cfg_path.read_text(encoding="utf-8"))
@@ -170,6 +188,53 @@ def load(path: str | Path, which: str = "best") -> Checkpoint:
         )
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise GptcliError(f"checkpoint {ckpt_dir} is corrupt or incomplete ({exc})") from None
+
+
+def is_export(path: str | Path) -> bool:
+    """Whether path is a directory `gptcli export` wrote (either format)."""
+    return (Path(path) / EXPORT_FILE).is_file()
+
+
+def _load_export(path: Path) -> Checkpoint:
+    info_path = path / EXPORT_FILE
+    try:
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+        config = config_from_dict(info["config"], source=str(info_path))
+        check_config(config.model)
+        if not isinstance(info["tokenizer"], dict):
+            raise ValueError("'tokenizer' is not an object")
+        tensors = {
+            str(name): (str(where["stored"]), bool(where["transposed"]))
+            for name, where in info["tensors"].items()
+        }
+        return Checkpoint(
+            dir=path,
+            config=config,
+            vocab_size=int(info["vocab_size"]),
+            tokenizer_spec=info["tokenizer"],
+            step=int(info["step"]),
+            exported=tensors,
+        )
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise GptcliError(f"export {path} is corrupt or incomplete ({exc})") from None
+
+
+def _export_state(path: Path, tensors: dict[str, tuple[str, bool]]) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    try:
+        stored = load_file(path, device="cpu")
+    except FileNotFoundError:
+        raise GptcliError(f"checkpoint file missing: {path}") from None
+    except Exception as exc:  # a truncated file or a bad header
+        raise GptcliError(f"checkpoint file {path} is corrupt ({first_line(exc)})") from None
+    state = {}
+    for name, (key, transposed) in tensors.items():
+        if key not in stored:
+            raise GptcliError(f"{path} lacks tensor {key!r}, which its {EXPORT_FILE} names")
+        # A tied lm_head names wte's tensor: both get the one tensor, as in the model.
+        state[name] = stored[key].t() if transposed else stored[key]
+    return state
 
 
 def _torch_load(path: Path) -> Any:

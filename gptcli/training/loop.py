@@ -1,9 +1,10 @@
 """The training loop, top-down: build the run, then for each step get its batches, forward and
 backward with accumulation, clip and step, log, evaluate, checkpoint.
 
-The library reports through callbacks and writes metrics.jsonl; presenting progress (bars,
-tables) is the CLI's job. Under torchrun (RANK, LOCAL_RANK, WORLD_SIZE set) each process runs
-its share of every step's micro-batches (see batches.py); only rank 0 reports and writes.
+The library reports through callbacks and writes metrics.jsonl (mirrored to TensorBoard with
+train.tensorboard); presenting progress (bars, tables) is the CLI's job. Under torchrun (RANK,
+LOCAL_RANK, WORLD_SIZE set) each process runs its share of every step's micro-batches (see
+batches.py); only rank 0 reports and writes.
 """
 
 from __future__ import annotations
@@ -25,7 +26,14 @@ from gptcli.training.device import autocast, resolve_device, set_cpu_threads
 from gptcli.training.estimate import evaluate
 from gptcli.training.mfu import flops_per_token, peak_flops
 from gptcli.training.optim import lr_at, set_lr
-from gptcli.training.report import Callbacks, EvalResult, MetricsLog, TrainResult
+from gptcli.training.report import (
+    Callbacks,
+    EvalResult,
+    MetricsLog,
+    TensorBoardLog,
+    TrainResult,
+    summary_writer_class,
+)
 from gptcli.training.run import Run, build_run, run_info, save
 from gptcli.training.signals import StopSignal
 
@@ -39,6 +47,8 @@ def train(
 ) -> TrainResult:
     """Train as cfg says; checkpoints and metrics.jsonl go to train.out_dir."""
     check_config(cfg.model)
+    if cfg.train.tensorboard:
+        summary_writer_class()  # refuses now, on every process, if tensorboard is missing
     d = distributed.from_env()
     device = (
         distributed.setup(d, cfg.train.device) if d.enabled else resolve_device(cfg.train.device)
@@ -50,11 +60,20 @@ def train(
         cb.on_start(run_info(run))
         if d.is_main and force and not resume:
             checkpoint.forget(run.out_dir)  # only now that the new run is sure to start
-        log = MetricsLog(run.out_dir if d.is_main else None, append=resume)
+        log = metrics_log(run, append=resume)
         with log, StopSignal(escalate=not d.enabled) as stop:
             return Loop(run, cb, log, stop).fit()
     finally:
         distributed.teardown(d)
+
+
+def metrics_log(run: Run, append: bool) -> MetricsLog:
+    """metrics.jsonl, mirrored to TensorBoard with train.tensorboard; rank 0's alone."""
+    if not run.d.is_main:
+        return MetricsLog(None, append)
+    tensorboard = run.cfg.train.tensorboard
+    mirrors = [TensorBoardLog(run.out_dir, append, run.start_step)] if tensorboard else []
+    return MetricsLog(run.out_dir, append, mirrors)
 
 
 class Loop:
@@ -80,8 +99,8 @@ class Loop:
         for step in range(run.start_step, tc.max_iters):
             lr = set_lr(run.optimizer, lr_at(step, tc))
             loss_sum = self.forward_backward(step)
-            self.clip_and_step()
             done = step + 1
+            grad_norm = self.clip_and_step(measure=self.logs_at(done))
             now = time.perf_counter()
             self.train_seconds += now - t_last
             tokens_per_sec = run.tokens_per_step / max(now - t_last, 1e-9)
@@ -89,7 +108,7 @@ class Loop:
             # one-number all-reduce per step.
             if done < tc.max_iters:
                 stopped_by = distributed.all_max(run.d, self.stop.signum, run.device)
-            self.log_step(done, loss_sum, lr, tokens_per_sec, stopped_by)
+            self.log_step(done, loss_sum, grad_norm, lr, tokens_per_sec, stopped_by)
             if done % tc.eval_interval == 0 or done == tc.max_iters:
                 self.evaluate_and_save(done)
             if stopped_by:
@@ -141,23 +160,39 @@ class Loop:
             loss_sum += loss.detach()
         return loss_sum
 
-    def clip_and_step(self) -> None:
-        run = self.run
-        if run.cfg.train.grad_clip > 0:
+    def clip_and_step(self, measure: bool) -> torch.Tensor | None:
+        """Clip and step; the gradients' total norm before clipping (on the device, unsynced)
+        when clipping computes it anyway or measure asks for it."""
+        run, clip = self.run, self.run.cfg.train.grad_clip
+        norm = None
+        if clip > 0 or measure:
+            # fp16: the true gradients' norm; step() then knows not to unscale them again.
             run.scaler.unscale_(run.optimizer)
+        if clip > 0:
             # foreach: one multi-tensor norm rather than one per parameter (the default on CUDA
             # only).
-            torch.nn.utils.clip_grad_norm_(
-                run.model.parameters(), run.cfg.train.grad_clip, foreach=run.device.type != "mps"
-            )
+            foreach = run.device.type != "mps"
+            norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), clip, foreach=foreach)
+        elif measure:
+            # Only on logged steps, so a norm per parameter costs nothing worth fusing.
+            grads = [p.grad for p in run.model.parameters() if p.grad is not None]
+            norm = torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))
         # fp16: a step whose gradients overflowed is skipped here and the scale lowered.
         run.scaler.step(run.optimizer)
         run.scaler.update()
         run.optimizer.zero_grad(set_to_none=True)
+        return norm
 
-    def log_step(self, done: int, loss_sum, lr: float, tokens_per_sec: float, stopping) -> None:
+    def logs_at(self, done: int) -> bool:
+        """Whether the step that makes done steps writes a metrics.jsonl record."""
+        tc = self.run.cfg.train
+        return done % tc.log_interval == 0 or done == tc.max_iters
+
+    def log_step(
+        self, done: int, loss_sum, grad_norm, lr: float, tokens_per_sec: float, stopping
+    ) -> None:
         run, tc = self.run, self.run.cfg.train
-        is_log = done % tc.log_interval == 0 or done == tc.max_iters
+        is_log = self.logs_at(done)
         is_eval = done % tc.eval_interval == 0 or done == tc.max_iters
         logged = None
         # Measured (a device sync) only when needed, and always before a checkpoint.
@@ -167,6 +202,11 @@ class Loop:
             self.check_finite(logged, "training loss", done)
         if is_log:
             record = {"step": done, "loss": logged, "lr": lr, "tokens_per_sec": tokens_per_sec}
+            if grad_norm is not None:
+                # The loss's .item() above has synced already. Not finite: an fp16 overflow,
+                # a step the GradScaler skips (null keeps the file strict JSON).
+                norm = grad_norm.item()
+                record["grad_norm"] = norm if math.isfinite(norm) else None
             record["time"] = self.clock()
             if run.scaler.is_enabled():
                 record["loss_scale"] = run.scaler.get_scale()

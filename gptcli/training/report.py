@@ -1,16 +1,31 @@
 """What training tells the world: callbacks for a presenter (the CLI's progress bar), the
-metrics.jsonl log, and the result records."""
+metrics.jsonl log (mirrored to TensorBoard with train.tensorboard), and the result records."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from gptcli.config import ModelConfig
+from gptcli.errors import GptcliError, first_line
 
 METRICS_FILE = "metrics.jsonl"
+TENSORBOARD_DIR = "tensorboard"  # OUT_DIR/tensorboard: `tensorboard --logdir OUT_DIR`
+# metrics.jsonl key -> TensorBoard tag. The losses share a section so that they sit together.
+TENSORBOARD_TAGS = {
+    "loss": "loss/train",
+    "val_loss": "loss/val",
+    "train_loss": "loss/train_eval",
+    "lr": "train/lr",
+    "tokens_per_sec": "train/tokens_per_sec",
+    "grad_norm": "train/grad_norm",
+    "loss_scale": "train/loss_scale",
+    "full_val_loss": "final/val_loss",
+    "full_val_bits_per_byte": "final/val_bits_per_byte",
+}
 
 
 @dataclass
@@ -68,12 +83,22 @@ class Callbacks:
     def on_eval(self, result: EvalResult) -> None: ...
 
 
+class Mirror(Protocol):
+    """Somewhere else every metrics.jsonl record also goes."""
+
+    def write(self, record: dict[str, Any]) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class MetricsLog:
     """OUT_DIR/metrics.jsonl, a JSON record a line, flushed as written; a resumed run appends.
-    Processes other than rank 0 get a log that writes nothing."""
+    Each record also goes to the mirrors. Processes other than rank 0 get a log that writes
+    nothing."""
 
-    def __init__(self, out_dir: Path | None, append: bool):
+    def __init__(self, out_dir: Path | None, append: bool, mirrors: Sequence[Mirror] = ()):
         self.file = None
+        self.mirrors = list(mirrors)
         # A resumed run's clock goes on from where the log left it, so "time" stays the run's
         # training time however often it was interrupted.
         self.time_offset = 0.0
@@ -88,6 +113,8 @@ class MetricsLog:
         if self.file is not None:
             self.file.write(json.dumps(record) + "\n")
             self.file.flush()
+        for mirror in self.mirrors:
+            mirror.write(record)
 
     def __enter__(self) -> MetricsLog:
         return self
@@ -95,6 +122,48 @@ class MetricsLog:
     def __exit__(self, *exc) -> None:
         if self.file is not None:
             self.file.close()
+        for mirror in self.mirrors:
+            mirror.close()
+
+
+def summary_writer_class() -> type:
+    """torch's SummaryWriter; without the tensorboard package, one line saying what to do."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as exc:
+        raise GptcliError(
+            f"train.tensorboard needs the tensorboard package ({first_line(exc)}): "
+            "pip install 'gptcli[tensorboard]', or leave train.tensorboard and --tensorboard "
+            "off (gptcli compare --plot draws the curves without it)"
+        ) from None
+    return SummaryWriter
+
+
+class TensorBoardLog:
+    """The metrics.jsonl records as TensorBoard scalars (TENSORBOARD_TAGS), in event files under
+    OUT_DIR/tensorboard, at the records' steps."""
+
+    def __init__(self, out_dir: Path, append: bool, start_step: int):
+        writer_class = summary_writer_class()
+        log_dir = out_dir / TENSORBOARD_DIR
+        if not append:
+            # A new run starts its curves over, as it does metrics.jsonl.
+            for old in log_dir.glob("events.out.tfevents.*"):
+                old.unlink()
+        # A resumed run hides what the interrupted one logged after the checkpoint it resumes
+        # from: those steps are trained again and would otherwise show twice.
+        purge = start_step + 1 if append and start_step else None
+        # Flushed every few seconds rather than SummaryWriter's two minutes: this is for
+        # watching a run as it trains.
+        self.writer = writer_class(log_dir=str(log_dir), purge_step=purge, flush_secs=10)
+
+    def write(self, record: dict[str, Any]) -> None:
+        for key, tag in TENSORBOARD_TAGS.items():
+            if record.get(key) is not None:
+                self.writer.add_scalar(tag, record[key], record["step"])
+
+    def close(self) -> None:
+        self.writer.close()
 
 
 def _last_time(path: Path) -> float:

@@ -18,7 +18,7 @@ from gptcli.training.batches import StepShare, micro_batches, step_share
 from gptcli.training.device import resolve_precision
 from gptcli.training.distributed import Dist
 from gptcli.training.optim import make_optimizer
-from gptcli.training.report import RunInfo
+from gptcli.training.report import TENSORBOARD_DIR, RunInfo
 
 
 @dataclass
@@ -114,6 +114,8 @@ def _notes(run: Run) -> list[str]:
             f"{run.cfg.model.norm} statistics are per process: each normalises over its own "
             "part of the batch, not the global batch"
         )
+    if run.cfg.train.tensorboard:
+        notes.append(f"TensorBoard: tensorboard --logdir {run.out_dir / TENSORBOARD_DIR}")
     return notes
 
 

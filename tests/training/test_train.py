@@ -170,19 +170,26 @@ def test_mfu_estimate(monkeypatch):
     assert peak_flops(torch.device("cuda"), "fp32") == 19.5e12
 
 
-def test_cli_shows_the_eta_and_the_end_table(tmp_path, char_data):
+def test_cli_shows_the_eta_on_a_terminal_plain_lines_elsewhere_and_the_end_table(
+    tmp_path, char_data, monkeypatch
+):
     from typer.testing import CliRunner
 
     from gptcli.cli import app
+    from gptcli.cli import train as train_command
 
     config = tmp_path / "tiny.yaml"
     cfg = tiny_config(char_data, tmp_path / "run", train={"max_iters": 4, "eval_interval": 4})
     config.write_text(yaml.safe_dump(cfg.to_dict()))
-    result = CliRunner().invoke(app, ["train", "--config", str(config)])
+    result = CliRunner().invoke(app, ["train", "--config", str(config), "--force"])
     assert result.exit_code == 0, result.output
-    assert "ETA" in result.output
+    assert "ETA" not in result.output and "step 4/4: loss" in result.output
     for row in ("parameters", "tokens per step", "precision", "best val perplexity", "MFU"):
         assert row in result.output
+    monkeypatch.setattr(train_command, "_on_terminal", lambda: True)
+    result = CliRunner().invoke(app, ["train", "--config", str(config), "--force"])
+    assert result.exit_code == 0, result.output
+    assert "ETA" in result.output and "step 4/4: loss" not in result.output
 
 
 @pytest.mark.gpu

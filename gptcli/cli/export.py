@@ -1,0 +1,47 @@
+"""`gptcli export`: a checkpoint -> Hugging Face's GPT-2 layout, or safetensors for any variant."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from gptcli.cli.app import app, console, table, user_errors
+
+
+@app.command("export")
+def export_(
+    checkpoint: Path = typer.Option(
+        ..., "--checkpoint", help="A run directory, a checkpoint, or an export."
+    ),
+    which: str = typer.Option("best", help="best | latest, when given a run directory."),
+    out: Path = typer.Option(..., "--out", help="The directory to write (whole, atomically)."),
+    fmt: str = typer.Option(
+        "hf",
+        "--format",
+        help="hf: GPT-2's Hugging Face layout, for transformers (GPT-2's variant only); "
+        "safetensors: any variant, for gptcli.",
+    ),
+    force: bool = typer.Option(False, "--force", help="Replace a non-empty --out directory."),
+) -> None:
+    """Export a checkpoint: model.safetensors with gptcli.json (config and tokenizer), and for
+    --format hf also config.json, generation_config.json and tokenizer files, so that
+    transformers' AutoModelForCausalLM and AutoTokenizer load it with no custom code. Both
+    formats load in `sample`, `eval`, `gptcli.load` and `train.init_from`."""
+    from gptcli.interop.export import export
+
+    with user_errors():
+        result = export(checkpoint, out, which=which, fmt=fmt, force=force)
+    console.print(
+        table(
+            f"exported {result.source} (step {result.step})",
+            [
+                ("format", result.format),
+                ("parameters", f"{result.n_params:,}"),
+                ("tokenizer", result.tokenizer),
+                ("vocab", f"{result.vocab_size:,}"),
+                ("files", ", ".join(result.files)),
+                ("out dir", result.out_dir),
+            ],
+        )
+    )

@@ -7,9 +7,6 @@ by S, and each window scores only its last S targets (the first window scores al
 so every target is still scored once, each with at least context - S tokens of history.
 Per-token losses are summed in float64, so the result does not depend on the batch size beyond
 float32 rounding inside the model.
-
-load_model (checkpoint -> model and tokenizer) lives here, below generate.py, so that sampling's
-Python API can score text with this module's arithmetic without an import loop.
 """
 
 from __future__ import annotations
@@ -28,10 +25,11 @@ import torch.nn.functional as F
 
 from gptcli import atomic
 from gptcli.data.dataset import SPLITS, TokenDataset
-from gptcli.data.tokenizers import Tokenizer, tokenizer_from_spec
-from gptcli.errors import GptcliError, first_line
+from gptcli.data.tokenizers import Tokenizer
+from gptcli.errors import GptcliError
 from gptcli.model import GPT
 from gptcli.training import checkpoint
+from gptcli.training.checkpoint import load_model
 
 
 @dataclass(frozen=True)
@@ -249,23 +247,6 @@ def check_same_tokenizer(data: TokenDataset, spec: dict[str, Any], vocab_size: i
         f"{data.dir} cannot score this checkpoint: {why}; prepare the data with the checkpoint's "
         "tokenizer (or pass --data with such a dataset)"
     )
-
-
-def load_model(
-    path: str | Path, which: str = "best", device: str | torch.device = "cpu"
-) -> tuple[GPT, Tokenizer, checkpoint.Checkpoint]:
-    """A checkpoint (a run directory or one checkpoint) -> its model, in eval mode on device,
-    its tokenizer and the checkpoint."""
-    ckpt = checkpoint.load(path, which)
-    tokenizer = tokenizer_from_spec(ckpt.tokenizer_spec)
-    model = GPT(ckpt.config.model, ckpt.vocab_size)
-    try:
-        model.load_state_dict(ckpt.model_state())
-    except RuntimeError as exc:
-        first = first_line(exc)
-        raise GptcliError(f"checkpoint {ckpt.dir} does not fit its own config ({first})") from None
-    model.to(device).eval()
-    return model, tokenizer, ckpt
 
 
 def evaluate_checkpoint(

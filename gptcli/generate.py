@@ -26,12 +26,10 @@ import torch
 
 from gptcli.data.tokenizers import Tokenizer
 from gptcli.errors import GptcliError
-
-# load_model stays importable from here (inspect and the tests use it); it lives in evaluate.py
-# so that LoadedModel.score can use evaluate's arithmetic without an import loop.
-from gptcli.evaluate import load_model, score_tokens, scored_bytes
+from gptcli.evaluate import score_tokens, scored_bytes
 from gptcli.model import GPT
 from gptcli.training import checkpoint
+from gptcli.training.checkpoint import load_model  # also imported from here by inspect and tests
 
 
 def sample_next(

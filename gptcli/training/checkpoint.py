@@ -27,8 +27,9 @@ import torch
 
 from gptcli import atomic
 from gptcli.config import Config, config_from_dict
+from gptcli.data.tokenizers import Tokenizer, tokenizer_from_spec
 from gptcli.errors import GptcliError, first_line
-from gptcli.model import check_config
+from gptcli.model import GPT, check_config
 
 POINTER = "checkpoints.json"
 MODEL_FILE = "model.pt"
@@ -247,3 +248,20 @@ def _torch_load(path: Path) -> Any:
         raise GptcliError(
             f"checkpoint file {path} is corrupt or unsafe to load ({first})"
         ) from None
+
+
+def load_model(
+    path: str | Path, which: str = "best", device: str | torch.device = "cpu"
+) -> tuple[GPT, Tokenizer, Checkpoint]:
+    """A checkpoint (a run directory or one checkpoint) -> its model, in eval mode on device,
+    its tokenizer and the checkpoint."""
+    ckpt = load(path, which)
+    tokenizer = tokenizer_from_spec(ckpt.tokenizer_spec)
+    model = GPT(ckpt.config.model, ckpt.vocab_size)
+    try:
+        model.load_state_dict(ckpt.model_state())
+    except RuntimeError as exc:
+        first = first_line(exc)
+        raise GptcliError(f"checkpoint {ckpt.dir} does not fit its own config ({first})") from None
+    model.to(device).eval()
+    return model, tokenizer, ckpt

@@ -4,7 +4,8 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 # Pinned torch (a CPU build on local disk on the project machines); override with TORCH=...
 TORCH  ?= torch==2.13.0
-# A local text file for `make demo DATA=...`; empty means the tiny-shakespeare download.
+# A local corpus for `make demo DATA=...` (a file or directory, as `prepare --input` takes);
+# empty means the tiny-shakespeare copy shipped inside the package: no network needed.
 DATA   ?=
 
 .PHONY: install test lint demo clean

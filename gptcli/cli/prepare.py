@@ -13,8 +13,16 @@ from gptcli.cli.app import app, console, table, user_errors
 
 @app.command()
 def prepare(
-    input: Path | None = typer.Option(None, "--input", "-i", help="A text file or a directory."),
-    dataset: str | None = typer.Option(None, help="A named corpus: shakespeare."),
+    input: Path | None = typer.Option(
+        None,
+        "--input",
+        "-i",
+        help="A file or a directory of them: text, JSON Lines (.jsonl), either gzipped (.gz).",
+    ),
+    dataset: str | None = typer.Option(
+        None, help="A named corpus shipped with gptcli: shakespeare."
+    ),
+    text_field: str = typer.Option("text", help="JSON Lines: the field that holds the text."),
     tokenizer: str = typer.Option("gpt2", help="gpt2 | char | bpe"),
     vocab_size: int | None = typer.Option(
         None, help="bpe: the vocabulary size, <|endoftext|> included (e.g. 4096)."
@@ -31,7 +39,7 @@ def prepare(
     block_size: int = typer.Option(
         64, help="Refuse a corpus whose splits cannot hold one block of this many tokens."
     ),
-    workers: int | None = typer.Option(None, help="Encoding processes \\[default: CPU count]."),
+    workers: int | None = typer.Option(None, help="Encoding threads \\[default: CPU count]."),
     force: bool = typer.Option(False, "--force", help="Replace an existing output directory."),
 ) -> None:
     """Tokenize a corpus into data/NAME/{train.bin, val.bin, meta.json}."""
@@ -52,6 +60,7 @@ def prepare(
                 train_bytes=None if train_bytes is None else parse_size(train_bytes),
                 block_size=block_size,
                 workers=workers,
+                text_field=text_field,
                 progress=bars.show,
             )
         except KeyboardInterrupt:
@@ -65,7 +74,7 @@ def prepare(
             [
                 ("tokenizer", tokenizer),
                 ("vocab size", f"{result.vocab_size:,}"),
-                ("source bytes", f"{result.source_bytes:,}"),
+                ("text bytes", f"{result.source_bytes:,}"),
                 ("train tokens", f"{result.train_tokens:,}"),
                 ("val tokens", f"{result.val_tokens:,}"),
                 ("tokenizer time", f"{result.seconds['tokenizer']:.1f} s"),

@@ -1,24 +1,25 @@
-"""Reading text in pieces of about a megabyte, cut only where GPT-2's split pattern cuts anyway,
-so that encoding the pieces one by one gives exactly the tokens of the whole text."""
+"""Cutting a corpus' documents into pieces of about a megabyte, only where GPT-2's split pattern
+cuts anyway, so that encoding the pieces one by one gives exactly the tokens of the whole text."""
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import regex
 
 from gptcli.errors import GptcliError
 
-# Pieces are about this many bytes: big enough that passing them to a worker costs ~1% of
-# encoding them, small enough that a few per worker in flight take little memory.
+# Pieces are about this many bytes: big enough that handing one to a thread and finding its cut
+# cost little next to encoding it, small enough that a few per thread in flight take little
+# memory and that the last one keeps a single thread busy only briefly.
 CHUNK_BYTES = 1 << 20
-# A pool of worker processes takes ~0.5 s to start: less than this many chunks encode faster here.
-MIN_POOL_CHUNKS = 8
-# A piece with no safe cut grows to at most this many chunks, then is cut anyway (see read_pieces).
+# A piece with no safe cut grows to at most this many chunks, then is cut anyway (see pieces).
 MAX_PIECE_CHUNKS = 8
+# Text comes in blocks of a quarter chunk: a piece ends in the block that fills it, so it holds
+# one chunk to a quarter more. (Blocks of a whole chunk of bytes would make pieces of two chunks
+# wherever the text is not all ASCII: fewer characters than a chunk, they would not fill one.)
+BLOCKS_PER_CHUNK = 4
 
 # Where a piece may end so that pre-splitting the pieces gives exactly the chunks (hence tokens)
 # of the whole text: just before whitespace that follows non-whitespace. No GPT-2 chunk holds both
@@ -46,64 +47,85 @@ def find_cut(text: str, start: int = 0) -> int:
     return -1
 
 
-def _not_utf8(path: Path, offset: int) -> GptcliError:
+def decode_blocks(
+    read: Callable[[int], bytes], name: str, chunk_bytes: int, info: dict[str, Any], digest: Any
+) -> Iterator[str]:
+    """The text that read(n) gives, decoded as UTF-8 in blocks of chunk_bytes; refuses binary
+    data and bad UTF-8 (naming the offset) as it reads. digest hears every byte; at the end
+    info["bytes"] is the count."""
+    decoded = 0  # bytes of the stream in text so far
+    partial = b""  # the first bytes of a character that the next block completes
+    while block := read(chunk_bytes):
+        digest.update(block)
+        if b"\0" in block:
+            raise GptcliError(f"{name} looks binary (it holds NUL bytes); give text files only")
+        data = partial + block
+        try:
+            text, partial = data.decode("utf-8"), b""
+        except UnicodeDecodeError as exc:
+            if exc.reason != "unexpected end of data" or exc.end != len(data):
+                raise _not_utf8(name, decoded + exc.start) from None
+            text, partial = data[: exc.start].decode("utf-8"), data[exc.start :]
+        decoded += len(data) - len(partial)
+        yield text
+    if partial:
+        raise _not_utf8(name, decoded)
+    info["bytes"] = decoded
+
+
+def _not_utf8(name: str, offset: int) -> GptcliError:
     return GptcliError(
-        f"{path} is not UTF-8 text (bad byte at offset {offset}); convert it to UTF-8"
+        f"{name} is not UTF-8 text (bad byte at offset {offset}); convert it to UTF-8"
     )
 
 
-def read_pieces(
-    path: Path,
-    chunk_bytes: int = CHUNK_BYTES,
-    info: dict[str, Any] | None = None,
-    on_bytes: Callable[[int], None] | None = None,
-) -> Iterator[str]:
-    """The text of path in pieces of about chunk_bytes (at least one piece, "" for an empty file),
-    cut by find_cut. Refuses a binary file as it reads; when all is read, info gets the file's
-    path, size and sha256, and on_bytes(n) hears of every n bytes read.
+def pieces(documents: Iterable[Iterable[str]], chunk: int = CHUNK_BYTES) -> Iterator[list[str]]:
+    """The documents (each its text in blocks) in pieces of about chunk characters, each a list
+    of segments: a document boundary lies between two segments of a piece and nowhere else, so
+    that the tokens of the corpus are each piece's segments encoded and joined by the separator,
+    the pieces then simply concatenated. Small documents share a piece; a long one is cut by
+    find_cut, at the last safe place of the block that brings the piece to chunk characters (at
+    least one piece, [""] for no text at all).
 
     A stretch of MAX_PIECE_CHUNKS chunks with no safe cut at all (no whitespace, no change between
     letters, digits and punctuation: not natural text) is cut anyway, which can change the tokens
     right at the cut.
     """
-    digest = hashlib.sha256()
-    decoded = 0  # bytes of the file in text so far
-    partial = b""  # the first bytes of a character that the next block completes
-    text = ""
-    pieces = 0
-    with open(path, "rb") as f:
-        while block := f.read(chunk_bytes):
-            digest.update(block)
-            if b"\0" in block:
-                raise GptcliError(f"{path} looks binary (it holds NUL bytes); give text files only")
-            data = partial + block
-            try:
-                new, partial = data.decode("utf-8"), b""
-            except UnicodeDecodeError as exc:
-                if exc.reason != "unexpected end of data" or exc.end != len(data):
-                    raise _not_utf8(path, decoded + exc.start) from None
-                new, partial = data[: exc.start].decode("utf-8"), data[exc.start :]
-            decoded += len(data) - len(partial)
-            if on_bytes is not None:
-                on_bytes(len(block))
-            searched, text = len(text), text + new
+    piece: list[str] = []  # the segments before the current document's text
+    size = 0  # their characters
+    emitted = False
+    for i, blocks in enumerate(documents):
+        if i and not piece:
+            piece = [""]  # the separator before this document opens the piece
+        # The document's text not yet in a piece: joined only when it may be cut, so that each
+        # character is copied about once however small the blocks.
+        held: list[str] = []
+        length = searched = 0  # searched: no safe cut in the held text before there
+        for block in blocks:
+            held.append(block)
+            length += len(block)
+            if size + length < chunk:
+                continue
+            text = "".join(held)
             cut = find_cut(text, searched)
-            if cut < 0 and len(text) > MAX_PIECE_CHUNKS * chunk_bytes:
-                cut = len(text)
+            if cut < 0 and length > MAX_PIECE_CHUNKS * chunk:
+                cut = length
             if cut > 0:
-                yield text[:cut]
-                text = text[cut:]
-                pieces += 1
-    if partial:
-        raise _not_utf8(path, decoded)
-    if text or not pieces:
-        yield text
-    if info is not None:
-        info.update(path=str(path), bytes=decoded, sha256=digest.hexdigest())
+                yield piece + [text[:cut]]
+                piece, size, text, emitted = [], 0, text[cut:], True
+            held, length, searched = [text], len(text), len(text)
+        text = "".join(held)
+        piece.append(text)
+        size += len(text)
+        if size >= chunk:
+            yield piece
+            piece, size, emitted = [], 0, True
+    if piece or not emitted:
+        yield piece or [""]
 
 
-def read_corpus(
-    files: list[Path], chunk_bytes: int, on_bytes: Callable[[int], None]
-) -> Iterator[str]:
-    for path in files:
-        yield from read_pieces(path, chunk_bytes, on_bytes=on_bytes)
+def segments(documents: Iterable[Iterable[str]], chunk: int = CHUNK_BYTES) -> Iterator[str]:
+    """Every segment of pieces(documents, chunk) in order: the corpus' text in parts that end at
+    a document boundary or a safe cut, for the tokenizers that learn from it."""
+    for piece in pieces(documents, chunk):
+        yield from piece

@@ -119,8 +119,17 @@ def _check_out(out_dir: Path, source_dir: Path, force: bool) -> None:
     out, src = out_dir.resolve(), source_dir.resolve()
     if out == src or out in src.parents:
         raise GptcliError(f"--out {out_dir} holds the checkpoint being exported; pick another")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
-        raise GptcliError(f"--out {out_dir} is not empty; pass --force to replace it")
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        if not force:
+            raise GptcliError(f"--out {out_dir} is not empty; pass --force to replace it")
+        # --force replaces an earlier export, never an arbitrary directory (a typo of --out must
+        # not delete a home directory).
+        if not (out_dir / checkpoint.EXPORT_FILE).is_file():
+            raise GptcliError(
+                f"--out {out_dir} is not empty and holds no earlier export "
+                f"({checkpoint.EXPORT_FILE}); --force replaces only an export: pick an empty or "
+                "new directory"
+            )
 
 
 def _checked_state(src: checkpoint.Checkpoint) -> dict[str, torch.Tensor]:

@@ -12,11 +12,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from gptcli.errors import GptcliError
 from gptcli.study.runs import RunRecord, load_runs
 
 # Keys that never make two runs different variants.
-IGNORED = {"train.seed", "train.out_dir", "train.threads", "train.device"}
+IGNORED = {
+    "train.seed", "train.out_dir", "train.threads", "train.device", "train.log_interval",
+    "train.eval_interval", "train.eval_iters", "train.tensorboard", "train.final_eval",
+    "train.compile",
+}  # fmt: skip
+IGNORED_SECTIONS = ("sample.",)  # how a run samples never makes it another model
 METRICS = {
     "val_loss": "val loss: the full-split score from eval when the run has one, else the best "
     "logged (estimated) val loss",
@@ -85,6 +92,10 @@ def compare(paths: list[Path], metric: str = "val_loss", baseline: str | None = 
         members.sort(key=lambda r: r.seed)
         overrides = {k: members[0].flat[k] for k in varied}
         scored = [_metric(r, metric) for r in members]
+        if metric == "val_loss" and len({source for _, source in scored}) > 1:
+            # Some seeds have no full-split score yet: one kind of number per row, so all use
+            # the logged estimate (the json's metric_source says so).
+            scored = [_metric(r, "best_val_loss") for r in members]
         rows.append(Row(_name(overrides), overrides, members, [v for v, _ in scored],
                         [s for _, s in scored], metric))  # fmt: skip
     rows.sort(key=lambda row: (row.mean is None, row.mean if row.mean is not None else 0.0))
@@ -97,7 +108,7 @@ def compare(paths: list[Path], metric: str = "val_loss", baseline: str | None = 
 
 
 def varied_keys(runs: list[RunRecord]) -> list[str]:
-    keys = [k for k in runs[0].flat if k not in IGNORED]
+    keys = [k for k in runs[0].flat if k not in IGNORED and not k.startswith(IGNORED_SECTIONS)]
     return [k for k in keys if len({repr(r.flat.get(k)) for r in runs}) > 1]
 
 
@@ -125,13 +136,27 @@ def _metric(run: RunRecord, metric: str) -> tuple[float | None, str]:
 
 
 def _find(rows: list[Row], spec: str) -> Row:
-    wanted = dict(part.split("=", 1) for part in spec.split(",") if "=" in part)
+    parts = [part for part in spec.split(",") if part.strip()]
+    if not parts or not all("=" in part for part in parts):
+        raise GptcliError(f"--baseline {spec!r}: give key=value pairs, e.g. position=learned")
+    # Values read as YAML, as --set reads them: bias=true matches True, 1e-5 matches 1.0e-05.
+    wanted = {k.strip(): _yaml_value(v) for k, v in (part.split("=", 1) for part in parts)}
     for row in rows:
         short = {k.rsplit(".", 1)[-1]: v for k, v in row.overrides.items()}
-        if all(str(short.get(k, row.overrides.get(k))) == v for k, v in wanted.items()):
+        if all(short.get(k, row.overrides.get(k, _MISSING)) == v for k, v in wanted.items()):
             return row
     names = ", ".join(r.name for r in rows)
     raise GptcliError(f"--baseline {spec!r} matches no row; rows: {names}")
+
+
+_MISSING = object()
+
+
+def _yaml_value(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
 
 
 def _name(overrides: dict[str, Any]) -> str:

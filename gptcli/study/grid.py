@@ -61,7 +61,15 @@ def parse_vary(text: str) -> tuple[str, list[Any]]:
             f"bad --vary {text!r}: expected section.key=v1,v2,..., e.g. "
             "--vary model.position=learned,rope"
         )
-    return key.strip(), [yaml.safe_load(v) for v in items]
+    return key.strip(), [_yaml_value(v) for v in items]
+
+
+def _yaml_value(text: str) -> Any:
+    """A value as --set reads it: YAML where it parses, else the text itself."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -88,14 +96,22 @@ def load_grid(path: Path) -> Grid:
     if isinstance(sets, dict):
         sets = [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip()}" for k, v in
                 _flat(sets).items()]  # fmt: skip
+    elif not (isinstance(sets, list) and all(isinstance(x, str) for x in sets)):
+        raise GptcliError(f"grid file {path}: set must map keys to values, e.g. "
+                          "{train.max_iters: 1000}")  # fmt: skip
     vary = raw["vary"]
+    vary = _flat(vary) if isinstance(vary, dict) else vary
     if not isinstance(vary, dict) or not all(isinstance(v, list) and v for v in vary.values()):
         raise GptcliError(f"grid file {path}: vary must map each key to a list of values")
+    for key in vary:
+        if not re.fullmatch(r"\w+\.\w+", key):
+            raise GptcliError(f"grid file {path}: vary key {key!r} must be section.key, e.g. "
+                              "model.position")  # fmt: skip
     seeds = raw.get("seeds")
     if seeds is not None and not (isinstance(seeds, list) and all(type(s) is int for s in seeds)):
         raise GptcliError(f"grid file {path}: seeds must be a list of integers")
     out = raw.get("out") or f"out/sweeps/{Path(path).stem}"
-    return Grid(Path(raw["config"]), Path(out), list(sets), _flat(vary), seeds)
+    return Grid(Path(raw["config"]), Path(out), list(sets), vary, seeds)
 
 
 def _flat(mapping: dict[str, Any]) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from gptcli.errors import GptcliError
@@ -37,6 +38,8 @@ def params_of(checkpoint: Path | None, config: Path | None, which: str = "best",
 
     cfg = load_config(config, list(sets or []))
     check_config(cfg.model)
+    if vocab_size is not None and vocab_size < 1:
+        raise GptcliError(f"--vocab-size must be at least 1, got {vocab_size}")
     vocab = vocab_size or _vocab_of(cfg.data.dir)
     with torch.device("meta"):
         return param_report(GPT(cfg.model, vocab))
@@ -79,8 +82,16 @@ def positions(subject: Subject, out: Path | None) -> Finding:
         return Finding(view.summary, {"scheme": "none"})
     block = subject.model.cfg.block_size
     path = pm.draw(view, out or subject.default_out("positions"), subject.title, block)
-    record = {"scheme": view.scheme, **{k: v.tolist() for k, v in view.arrays.items()}}
+    # The masked future is -inf in a bias matrix: null in JSON, which has no infinities.
+    arrays = {k: np.where(np.isfinite(v), v, np.nan).tolist() for k, v in view.arrays.items()}
+    record = {"scheme": view.scheme, **{k: _nulls(v) for k, v in arrays.items()}}
     return Finding(f"{view.scheme}: {view.summary}", record, path)
+
+
+def _nulls(value):
+    if isinstance(value, list):
+        return [_nulls(v) for v in value]
+    return None if value != value else value  # NaN -> None
 
 
 def norm_leak(subject: Subject, out: Path | None, data_dir: Path | None) -> Finding:

@@ -29,6 +29,9 @@ from gptcli.study import pictures
 
 BATCHES = 4
 PROBED_POSITIONS = 16
+# Rows per batch at most: batch statistics need a batch, but each probe holds a few copies of
+# (rows x block x vocab) logits, which at GPT-2's size would run to gigabytes.
+MAX_ROWS = 8
 
 
 @dataclass
@@ -69,7 +72,7 @@ def batch_statistics_copy(model: GPT) -> GPT:
 def measure_leak(model: GPT, data: TokenDataset, batch_size: int, seed: int = 0) -> LeakReport:
     T = model.cfg.block_size
     g = torch.Generator().manual_seed(seed)
-    batches = [data.batch("val", batch_size, T, g) for _ in range(BATCHES)]
+    batches = [data.batch("val", min(batch_size, MAX_ROWS), T, g) for _ in range(BATCHES)]
     modes = {"train": batch_statistics_copy(model), "eval": model.eval()}
     losses, leaks = {}, {}
     positions = sorted({int(p) for p in np.linspace(1, T - 1, min(PROBED_POSITIONS, T - 1))})
@@ -83,13 +86,13 @@ def measure_leak(model: GPT, data: TokenDataset, batch_size: int, seed: int = 0)
 
 
 def _probe(model: GPT, x: torch.Tensor, positions: list[int], vocab_size: int) -> np.ndarray:
-    base = model(x)[0].float()
+    base = model(x)[0]
     leak = np.zeros((len(positions), x.shape[1]))
     for i, p in enumerate(positions):
         changed = x.clone()
         changed[:, p] = (changed[:, p] + 1) % vocab_size
-        diff = (model(changed)[0].float() - base).abs()
-        leak[i] = diff.amax(dim=(0, 2)).numpy()
+        logits = model(changed)[0]
+        leak[i] = logits.sub_(base).abs_().amax(dim=(0, 2)).float().numpy()  # in place: one copy
     return leak
 
 

@@ -45,19 +45,20 @@ def plot_curves(rows: list[Row], out: Path, by: str = "step", title: str = "runs
 
 
 def _band(row: Row, key: str, by: str):
-    """x, and the mean, min and max over the row's seeds at the points every seed reached (a run
+    """x, and the mean, min and max over the row's seeds at the steps every seed logged (a run
     still in progress is drawn up to where it is)."""
-    curves = [r.curve(key) for r in row.runs]
+    curves = [{s: (t, v) for s, t, v in r.curve(key)} for r in row.runs]
     curves = [c for c in curves if c]
     if not curves:
         return None, None, None, None
-    n = min(len(c) for c in curves)
-    values = np.array([[v for _, _, v in c[:n]] for c in curves])
-    first = curves[0][:n]
+    steps = sorted(set.intersection(*(set(c) for c in curves)))
+    if not steps:
+        return None, None, None, None
+    values = np.array([[c[s][1] for s in steps] for c in curves])
     if by == "step":
-        xs = np.array([s for s, _, _ in first])
+        xs = np.array(steps)
     elif by == "tokens":
-        xs = np.array([s for s, _, _ in first]) * row.runs[0].tokens_per_step
+        xs = np.array(steps) * row.runs[0].tokens_per_step
     else:
-        xs = np.array([[t for _, t, _ in c[:n]] for c in curves]).mean(axis=0)
+        xs = np.array([[c[s][0] for s in steps] for c in curves]).mean(axis=0)
     return xs, values.mean(axis=0), values.min(axis=0), values.max(axis=0)

@@ -38,13 +38,22 @@ class RunRecord:
         key = ("step", "split", "context", "stride", "max_tokens")
         wanted = (self.step, "val", block, block, None)
         for e in reversed(self.evals):
-            if tuple(e.get(k) for k in key) == wanted:
+            if tuple(e.get(k) for k in key) == wanted and self._own_data(e.get("data")):
                 return e
         return None
 
+    def _own_data(self, data: str | None) -> bool:
+        """Whether an eval.json entry scored the run's own dataset (eval --data may score
+        another one, which must not stand for the run's val loss)."""
+        own = str(self.flat["data.dir"])
+        return data is None or data == own or Path(data).resolve() == Path(own).resolve()
+
     def curve(self, key: str) -> list[tuple[int, float, float]]:
-        """(step, time, value) of every metrics record that has key."""
-        return [(r["step"], r.get("time", 0.0), r[key]) for r in self.metrics if key in r]
+        """(step, time, value) of the metrics records that have key, one per step in step order:
+        a resumed run logs again the steps after its checkpoint, and the later record wins."""
+        by_step = {r["step"]: (r["step"], r.get("time", 0.0), r[key]) for r in self.metrics
+                   if key in r and r[key] is not None}  # fmt: skip
+        return [by_step[step] for step in sorted(by_step)]
 
     @property
     def tokens_per_step(self) -> int:

@@ -59,6 +59,25 @@ class Sweep:
         self.combos: dict[str, Combo] = {c.name: c for c in expand(grid)}  # validates all first
         self.states = [self._state(c) for c in self.combos.values()]
         self.stop_requests = 0
+        self._carry_over()
+        self.gpu_jobs = dict.fromkeys(_visible_gpus(), 0)  # GPU -> its running jobs
+        self.gpu_of: dict[str, str] = {}
+        self.log_start: dict[str, int] = {}
+
+    def _carry_over(self) -> None:
+        """Keep what an earlier invocation learnt: each run's training seconds so far, and the
+        error of a run that failed (until it is retried)."""
+        if not self.file.is_file():
+            return
+        try:
+            before = {r["name"]: r for r in read_sweep(self.grid.out)["runs"]}
+        except (GptcliError, KeyError, TypeError):
+            return  # an unreadable sweep.json is rewritten whole
+        for state in self.states:
+            old = before.get(state.name) or {}
+            state.seconds = old.get("seconds")
+            if state.status != "done" and old.get("status") == "failed":
+                state.error = old.get("error")
 
     def _state(self, combo: Combo) -> RunState:
         run_dir = combo.run_dir(self.grid.out)
@@ -83,16 +102,16 @@ class Sweep:
         todo = [s for s in self.states if s.status != "done"]
         running: dict[str, tuple[subprocess.Popen, float]] = {}
         threads = max(1, available_cores() // self.jobs)
-        previous = {
-            sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)
-        }
+        # SIGHUP too: a closed terminal must stop the children as Ctrl-C does, not orphan them.
+        handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+        previous = {sig: signal.signal(sig, self._on_signal) for sig in handled}
         try:
             self.save()
             shown = 0.0
             while todo or running:
                 while todo and len(running) < self.jobs and not self.stop_requests:
                     state = todo.pop(0)
-                    running[state.name] = (self._start(state, threads, len(running)), time.time())
+                    running[state.name] = (self._start(state, threads), time.time())
                     self.save()
                 if self.stop_requests and not running:
                     break
@@ -121,7 +140,7 @@ class Sweep:
                 with contextlib.suppress(ProcessLookupError):  # it has just exited
                     os.kill(state.pid, sig)
 
-    def _start(self, state: RunState, threads: int, slot: int) -> subprocess.Popen:
+    def _start(self, state: RunState, threads: int) -> subprocess.Popen:
         combo, run_dir = self.combos[state.name], Path(state.dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         command = [sys.executable, "-m", "gptcli", "train", "--config", str(self.grid.config)]
@@ -132,12 +151,15 @@ class Sweep:
         if finished_step(run_dir) is not None:
             command.append("--resume")  # interrupted or failed before: continue it
         env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-        gpus = _gpu_count()
-        if gpus > 1:
-            env["CUDA_VISIBLE_DEVICES"] = str(slot % gpus)
+        if len(self.gpu_jobs) > 1:  # several GPUs: each job on the least busy one
+            gpu = min(self.gpu_jobs, key=self.gpu_jobs.__getitem__)
+            self.gpu_jobs[gpu] += 1
+            self.gpu_of[state.name] = env["CUDA_VISIBLE_DEVICES"] = gpu
         with open(run_dir / LOG_FILE, "ab") as log:
+            self.log_start[state.name] = log.tell()  # errors are read from here on
             proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+                                    stdin=subprocess.DEVNULL, start_new_session=True,
+                                    preexec_fn=_stop_with_parent)  # fmt: skip
         state.status, state.pid, state.error = "running", proc.pid, None
         return proc
 
@@ -147,21 +169,50 @@ class Sweep:
             if code is None:
                 continue
             del running[name]
+            if name in self.gpu_of:
+                self.gpu_jobs[self.gpu_of.pop(name)] -= 1
             state = next(s for s in self.states if s.name == name)
             state.pid, state.seconds = None, (state.seconds or 0.0) + time.time() - started
             if code == 0:
                 state.status = "done"
-            elif self.stop_requests and code in (130, 143, -signal.SIGKILL):
+            elif self.stop_requests and code in _STOPPED:
                 state.status = "interrupted"
             else:
-                state.status, state.error = "failed", _error_line(Path(state.dir), code)
+                state.status = "failed"
+                state.error = _error_line(Path(state.dir), code, self.log_start.get(name, 0))
             self.save()
 
 
-def _error_line(run_dir: Path, code: int) -> str:
-    """The child's own one-line error, else its last line, else how it ended."""
+# How a child stopped by the sweep's Ctrl-C ends: its own handler's codes (130 SIGINT, 143
+# SIGTERM), or the signal itself when it came before the handler was installed, or SIGKILL.
+_STOPPED = {130, 143, -signal.SIGINT, -signal.SIGTERM, -signal.SIGKILL}
+
+
+def _stop_with_parent() -> None:
+    """In the child before exec (Linux): SIGTERM when the sweep dies however it dies, so the
+    run saves and stops instead of training on unwatched."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+
+
+def _visible_gpus() -> list[str]:
+    """The GPUs this process may use, as CUDA_VISIBLE_DEVICES entries for the children."""
+    count = _gpu_count()
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible:
+        return [g.strip() for g in visible.split(",") if g.strip()][:count]
+    return [str(i) for i in range(count)]
+
+
+def _error_line(run_dir: Path, code: int, start: int = 0) -> str:
+    """The child's own one-line error, else its last line, else how it ended; read from where
+    this attempt's output starts (train.log keeps earlier attempts')."""
     try:
-        lines = (run_dir / LOG_FILE).read_text(encoding="utf-8", errors="replace").splitlines()
+        with open(run_dir / LOG_FILE, "rb") as f:
+            f.seek(start)
+            lines = f.read().decode("utf-8", errors="replace").splitlines()
     except OSError:
         lines = []
     errors = [line for line in lines if line.startswith("error:")]

@@ -1,6 +1,8 @@
+import fnmatch
 import hashlib
 import json
 import shutil
+import socket
 
 import numpy as np
 import pytest
@@ -15,7 +17,7 @@ from gptcli.data.prepare import prepare
 from gptcli.data.tokenizers import tokenizer_from_spec
 from gptcli.errors import GptcliError
 
-from ..conftest import make_text, needs_gpt2
+from ..conftest import REPO, make_text, needs_gpt2
 
 
 def read_split(out, split, meta):
@@ -110,46 +112,60 @@ def test_existing_output_needs_force_and_is_replaced_whole(tmp_path, corpus):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus.txt", "d", "other.txt"]
 
 
-@pytest.fixture
-def local_dataset(tmp_path, monkeypatch):
-    """A named dataset served from a file:// URL, with the cache in tmp_path."""
-    source = tmp_path / "published.txt"
-    source.write_text(make_text(seed=3))
-    digest = hashlib.sha256(source.read_bytes()).hexdigest()
-    entry = {"url": source.as_uri(), "sha256": digest, "filename": "local.txt"}
-    monkeypatch.setitem(corpora.DATASETS, "local", entry)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    return source
+SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 
 
-def test_named_dataset_downloads_once_then_uses_the_cache(tmp_path, local_dataset):
-    prepare(dataset="local", tokenizer="char", out_dir=tmp_path / "d1")
-    cached = tmp_path / "cache" / "gptcli" / "local.txt"
-    assert cached.read_bytes() == local_dataset.read_bytes()
-    local_dataset.unlink()  # no "network" any more: the cache must serve
-    prepare(dataset="local", tokenizer="char", out_dir=tmp_path / "d2")
-    assert (tmp_path / "d2" / "train.bin").read_bytes() == (
-        tmp_path / "d1" / "train.bin"
-    ).read_bytes()
+def test_shakespeare_is_shipped_and_needs_no_network(tmp_path, monkeypatch):
+    def no_network(*args, **kwargs):
+        raise AssertionError("prepare --dataset reached for the network")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    result = prepare(dataset="shakespeare", tokenizer="char", out_dir=tmp_path / "d")
+    meta = json.loads((result.out_dir / "meta.json").read_text())
+    assert len(meta["sources"]) == 1
+    source = meta["sources"][0]
+    assert source["path"].endswith("tinyshakespeare.txt.gz")
+    assert (source["bytes"], source["sha256"]) == (1_115_394, SHAKESPEARE_SHA256)
+    # nanoGPT's shakespeare_char: 65 characters, 1,003,854 train and 111,540 val tokens.
+    assert meta["vocab_size"] == 65
+    assert (result.train_tokens, result.val_tokens) == (1_003_854, 111_540)
+    assert result.source_bytes == 1_115_394
 
 
-def test_named_dataset_offline_says_how_to_pass_a_local_copy(tmp_path, local_dataset, monkeypatch):
-    monkeypatch.setitem(corpora.DATASETS["local"], "url", "http://127.0.0.1:9/input.txt")
-    with pytest.raises(GptcliError, match="--input"):
-        prepare(dataset="local", tokenizer="char", out_dir=tmp_path / "d")
+def test_default_out_dir_of_a_named_dataset(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert prepare(dataset="shakespeare", tokenizer="char").out_dir.as_posix() == (
+        "data/shakespeare_char"
+    )
 
 
-def test_named_dataset_checksum_mismatch(tmp_path, local_dataset, monkeypatch):
-    monkeypatch.setitem(corpora.DATASETS["local"], "sha256", "0" * 64)
-    with pytest.raises(GptcliError, match="sha256"):
-        prepare(dataset="local", tokenizer="char", out_dir=tmp_path / "d")
-    assert not (tmp_path / "cache" / "gptcli" / "local.txt").exists()
+def test_packaged_copy_is_checked_by_sha256(tmp_path, monkeypatch):
+    monkeypatch.setitem(corpora.DATASETS["shakespeare"], "sha256", "0" * 64)
+    with pytest.raises(GptcliError, match="fails its sha256 check; reinstall gptcli"):
+        prepare(dataset="shakespeare", tokenizer="char", out_dir=tmp_path / "d")
+    monkeypatch.setattr(corpora, "DATA_DIR", tmp_path)  # the file is missing, or damaged
+    with pytest.raises(GptcliError, match="cannot be read"):
+        corpora.dataset_file("shakespeare")
+    packaged = (corpora.Path(corpora.__file__).parent / "tinyshakespeare.txt.gz").read_bytes()
+    (tmp_path / "tinyshakespeare.txt.gz").write_bytes(packaged[: len(packaged) // 2])
+    with pytest.raises(GptcliError, match="cannot be read"):
+        corpora.dataset_file("shakespeare")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tinyshakespeare.txt.gz"]
 
 
-def test_shakespeare_entry_is_the_published_corpus():
-    entry = corpora.DATASETS["shakespeare"]
-    assert entry["sha256"] == "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
-    assert entry["url"].endswith("tinyshakespeare/input.txt")
+def test_unknown_dataset_names_the_known_ones(tmp_path):
+    with pytest.raises(GptcliError, match="unknown dataset 'wiki'; choose one of: shakespeare"):
+        prepare(dataset="wiki", tokenizer="char", out_dir=tmp_path / "d")
+
+
+def test_packaged_corpora_are_package_data():
+    tomllib = pytest.importorskip("tomllib")
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())
+    patterns = config["tool"]["setuptools"]["package-data"]["gptcli.data"]
+    for entry in corpora.DATASETS.values():
+        assert (corpora.DATA_DIR / entry["file"]).is_file()
+        assert any(fnmatch.fnmatch(entry["file"], pattern) for pattern in patterns)
 
 
 # --- bpe, streaming and bad input through the command line ---------------------------------
@@ -242,7 +258,7 @@ def test_failure_mid_encoding_leaves_no_trace_and_the_old_dataset_whole(tmp_path
     prepare(input_path=src / "a.txt", tokenizer="char", out_dir=out)
     old = {p.name: p.read_bytes() for p in out.iterdir()}
     # bpe trains on the first 1000 bytes only, so b.txt fails in the encoding pass, with a pool
-    # of workers running and a temporary dataset half-written.
+    # of encoding threads running and a temporary dataset half-written.
     with pytest.raises(GptcliError, match="b.txt"):
         prepare(input_path=src, tokenizer="bpe", vocab_size=300, train_bytes=1000, out_dir=out,
                 force=True, workers=2, chunk_bytes=512)  # fmt: skip

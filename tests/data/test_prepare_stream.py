@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 from gptcli.data import prepare as prep
 from gptcli.data.bpe import GPT2_SPLIT_PATTERN, train_bpe
-from gptcli.data.pieces import find_cut, read_pieces
+from gptcli.data.corpora import documents
+from gptcli.data.pieces import find_cut, pieces
 from gptcli.data.prepare import prepare
 from gptcli.data.tokenizers import tokenizer_from_spec
 from gptcli.errors import GptcliError
@@ -65,6 +66,16 @@ def test_cut_places():
     assert find_cut("春眠不觉晓，处处闻啼鸟") == 6  # no whitespace: a change of class
     assert find_cut("it's") == 2  # never right after an apostrophe: 's is one chunk
     assert find_cut("aaaa") == find_cut("    ") == find_cut("") == -1
+
+
+def read_pieces(path, chunk_bytes, info=None):
+    """The pieces of one text file, each its one segment; info gets the file's source entry."""
+    sources = []
+    for piece in pieces(documents([path], chunk_bytes, sources=sources), chunk_bytes):
+        assert len(piece) == 1
+        yield piece[0]
+    if info is not None:
+        info.update(sources[0])
 
 
 @pytest.mark.parametrize("chunk_bytes", [1, 2, 3, 5, 64, 1 << 20])
@@ -124,18 +135,18 @@ def test_parallel_chunked_encoding_equals_whole_documents(
 ):
     pools = []
 
-    class RecordingPool(prep.ProcessPoolExecutor):
-        def __init__(self, workers, *args):
+    class RecordingPool(prep.ThreadPoolExecutor):
+        def __init__(self, workers, *args, **kwargs):
             pools.append(workers)
-            super().__init__(workers, *args)
+            super().__init__(workers, *args, **kwargs)
 
-    monkeypatch.setattr(prep, "ProcessPoolExecutor", RecordingPool)
+    monkeypatch.setattr(prep, "ThreadPoolExecutor", RecordingPool)
     docs = write_documents(tmp_path / "src")
     whole = prepare(
         input_path=tmp_path / "src", tokenizer=tokenizer, out_dir=tmp_path / "one", workers=1,
         **options,
     )  # fmt: skip
-    # 256-byte chunks: ~70 pieces, enough for a pool of two workers, with many cuts in each file.
+    # 256-byte chunks: ~70 pieces, with many cuts in each file.
     chunked = prepare(
         input_path=tmp_path / "src", tokenizer=tokenizer, out_dir=tmp_path / "two", workers=2,
         chunk_bytes=256, **options,
@@ -157,3 +168,20 @@ def test_parallel_chunked_encoding_equals_whole_documents(
         [np.fromfile(whole.out_dir / f"{s}.bin", dtype=meta["dtype"]) for s in ("train", "val")]
     )
     assert ids.tolist() == expected
+
+
+@pytest.mark.parametrize(("tokenizer", "options"), TOKENIZERS)
+def test_each_encoding_thread_gets_a_tiktoken_encoding_of_its_own(tokenizer, options):
+    from gptcli.data.tokenizers import TOKENIZERS as REGISTRY
+
+    tok = REGISTRY[tokenizer].from_corpus([CORPUS], **options)
+    own = prep._thread_copy(tok)
+    if tokenizer == "char":
+        assert own is tok  # nothing shared between threads to copy
+        return
+    # A tiktoken that stopped keeping its ranks where _thread_copy looks would share one Encoding
+    # between threads again: still correct, but slower, so this says so.
+    assert own.enc is not tok.enc and own.enc.name == tok.enc.name
+    assert own.spec() == tok.spec() and own.vocab_size == tok.vocab_size
+    assert own.encode(CORPUS) == tok.encode(CORPUS)
+    assert own.separator_id == tok.separator_id

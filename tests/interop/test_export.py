@@ -174,6 +174,14 @@ def test_out_dir_rules(tmp_path):
     assert not (out / "mine.txt").exists() and not (out / "config.json").exists()
     assert json.loads((out / "gptcli.json").read_text())["format"] == "safetensors"
 
+    # --force replaces an earlier export only, never some other directory.
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    result = runner.invoke(app, [*args[:-1], str(other), "--force"])
+    assert result.exit_code == 2 and "holds no earlier export" in result.output
+    assert [p.name for p in other.iterdir()] == ["notes.txt"]
+
     # Never over the checkpoint itself, --force or not; and no unknown format.
     for bad in (tmp_path / "run", tmp_path):
         result = runner.invoke(app, [*args[:-1], str(bad), "--force"])
@@ -189,6 +197,7 @@ def test_a_failed_export_leaves_out_as_it_was(tmp_path, monkeypatch):
     save_checkpoint(tmp_path / "run", tokenizer_spec("char"))
     out = tmp_path / "out"
     out.mkdir()
+    (out / "gptcli.json").write_text("{}")  # an earlier export, which --force may replace
     (out / "old.txt").write_text("old")
 
     def fail(*args, **kwargs):
@@ -198,7 +207,7 @@ def test_a_failed_export_leaves_out_as_it_was(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         export(tmp_path / "run", out, force=True)
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out")] == []
-    assert [p.name for p in out.iterdir()] == ["old.txt"]
+    assert sorted(p.name for p in out.iterdir()) == ["gptcli.json", "old.txt"]
 
 
 # --- gptcli reads its exports back ------------------------------------------------------------

@@ -77,3 +77,46 @@ def test_runs_on_different_data_are_refused_unless_by_bits_per_byte(runs, tmp_pa
     assert all(r.mean > 0 for r in rows)
     with pytest.raises(GptcliError, match="--baseline 'position=alibi' matches no row"):
         compare(runs, baseline="position=alibi")
+
+
+def test_an_eval_of_another_dataset_does_not_stand_for_the_run(runs, tmp_path):
+    from gptcli.evaluate import evaluate_checkpoint
+
+    before = compare(runs[:1])[0].values
+    (tmp_path / "other.txt").write_text(make_text(400, seed=9), encoding="utf-8")
+    other = prepare(input_path=tmp_path / "other.txt", tokenizer="char", out_dir=tmp_path / "od")
+    evaluate_checkpoint(runs[0], which="latest", data_dir=other.out_dir)  # --data elsewhere
+    assert compare(runs[:1])[0].values == before
+
+
+def test_a_resumed_run_counts_each_step_once_and_rows_ignore_logging_keys(tmp_path, char_data):
+    from gptcli.study.plots import _band
+
+    runs = []
+    for seed, every in ((1, 5), (2, 10)):  # log_interval differs: still one row of two seeds
+        out = tmp_path / f"s{seed}"
+        keys = {"seed": seed, "max_iters": 20, "eval_interval": 10, "log_interval": every}
+        train(tiny_config(char_data, out, train=keys, sample={"temperature": 0.5 * seed}))
+        runs.append(out)
+    with open(runs[0] / "metrics.jsonl", "a") as f:  # what a crash and a resume leave behind
+        f.write(json.dumps({"step": 10, "loss": 99.0, "time": 1.0}) + "\n")
+    [row] = compare(runs)
+    assert row.to_dict()["n"] == 2
+    assert [s for s, _, _ in row.runs[0].curve("loss")] == [5, 10, 15, 20]
+    xs, mean, _, _ = _band(row, "loss", "step")
+    assert list(xs) == [10, 20]  # the steps both seeds logged
+    assert mean[0] == pytest.approx((99.0 + row.runs[1].curve("loss")[0][2]) / 2)
+
+
+def test_baseline_values_read_as_yaml_and_a_bare_name_is_refused(runs):
+    rows = compare(runs, baseline="position=rope")
+    assert next(r for r in rows if r.name == "position=rope").delta == 0.0
+    with pytest.raises(GptcliError, match="give key=value pairs"):
+        compare(runs, baseline="learned")
+
+
+def test_a_row_never_mixes_full_split_scores_with_logged_estimates(runs):
+    (runs[3] / "eval.json").unlink()  # one rope seed without its full-split score
+    rows = {r.name: r for r in compare(runs)}
+    assert set(rows["position=rope"].sources) == {"logged"}
+    assert set(rows["position=learned"].sources) == {"eval"}

@@ -70,3 +70,20 @@ def test_grid_file_says_what_the_command_line_says(tmp_path, char_data):
         load_grid(path)
     with pytest.raises(GptcliError, match="bad --vary"):
         parse_vary("position=rope")
+
+
+def test_grid_file_shapes_and_values_that_are_not_yaml(tmp_path, char_data):
+    config = base_config(tmp_path, char_data)
+    assert parse_vary("model.position=[learned")[1] == ["[learned"]  # kept as text
+    path = tmp_path / "g.yaml"
+    path.write_text(
+        yaml.safe_dump({"config": str(config), "vary": {"model": {"position": ["rope"]}}})
+    )
+    assert load_grid(path).vary == {"model.position": ["rope"]}
+    for bad, message in (
+        ({"vary": {"position": ["rope"]}}, "must be section.key"),
+        ({"vary": {"model.position": ["rope"]}, "set": "train.max_iters=10"}, "set must map"),
+    ):
+        path.write_text(yaml.safe_dump({"config": str(config), **bad}))
+        with pytest.raises(GptcliError, match=message):
+            load_grid(path)

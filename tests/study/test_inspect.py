@@ -193,3 +193,16 @@ def test_inspect_params_from_a_config_before_training(tmp_path, char_data):
     assert done.exit_code == 0 and "total" in done.output  # GPT-2 XL sized, on the meta device
     done = runner.invoke(app, ["inspect", "params"])
     assert done.exit_code == 2 and "--checkpoint RUN or --config FILE" in done.output
+
+
+def test_positions_json_is_strict_json_for_bias_schemes(tmp_path, char_data):
+    run = trained(tmp_path, char_data, "relative", position="relative")
+    done = runner.invoke(app, ["inspect", "positions", "--checkpoint", str(run), "--format",
+                               "json"])  # fmt: skip
+    assert done.exit_code == 0, done.output
+    record = json.loads(done.output, parse_constant=lambda c: pytest.fail(f"not JSON: {c}"))
+    assert record["bias"][0][0][1] is None  # the masked future
+    config = tmp_path / "c.yaml"
+    config.write_text(f"data: {{dir: {char_data}}}\nmodel: {{n_layer: 1}}\n")
+    done = runner.invoke(app, ["inspect", "params", "--config", str(config), "--vocab-size", "-5"])
+    assert done.exit_code == 2 and "--vocab-size must be at least 1" in done.output

@@ -101,3 +101,43 @@ def test_ctrl_c_stops_every_child_with_a_checkpoint_and_says_how_to_continue(tmp
     for name in ("position=rope", "position=alibi"):
         step = finished_step(out / name)  # each child saved where it stopped
         assert step is not None and 0 < step < 100000
+
+
+def test_jobs_go_to_the_least_busy_gpu_and_a_rerun_keeps_the_seconds(tmp_path, char_data,
+                                                                       monkeypatch):  # fmt: skip
+    from gptcli.study import sweep as sweep_module
+
+    monkeypatch.setattr(sweep_module, "_gpu_count", lambda: 2)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,6")
+    grid = Grid(base_config(tmp_path, char_data), tmp_path / "s", [],
+                {"model.position": ["learned", "rope", "alibi"]})  # fmt: skip
+    sweep = Sweep(grid, jobs=2)
+    started = []
+
+    class FakeProcess:
+        def __init__(self, command, env, **kwargs):
+            started.append(env["CUDA_VISIBLE_DEVICES"])
+            self.pid, self.polls = 1, 0
+
+        def poll(self):
+            self.polls += 1
+            return 0 if self.polls > 1 else None
+
+    monkeypatch.setattr(sweep_module.subprocess, "Popen", FakeProcess)
+    assert sweep.run() == 0
+    assert started[:2] == ["4", "6"] and started[2] in ("4", "6")  # never a third, busy one
+    seconds = {s.name: s.seconds for s in sweep.states}
+    again = Sweep(grid, jobs=2)
+    assert {s.name: s.seconds for s in again.states} == seconds
+
+
+def test_a_failure_reports_this_attempt_s_error_not_an_older_one(tmp_path):
+    from gptcli.study.sweep import _error_line
+
+    log = tmp_path / "train.log"
+    log.write_text("error: an old failure\n")
+    start = log.stat().st_size
+    with open(log, "a") as f:
+        f.write("Traceback...\nRuntimeError: out of memory\n")
+    assert _error_line(tmp_path, 1, start) == "exit code 1: RuntimeError: out of memory"
+    assert _error_line(tmp_path, 1) == "an old failure"

@@ -1,0 +1,212 @@
+"""Corpora as people keep them: JSON Lines and gzip-compressed files, alone or mixed in a
+directory, give the tokens of the same documents as plain text files."""
+
+import gzip
+import hashlib
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from gptcli.cli import app
+from gptcli.data.corpora import documents
+from gptcli.data.pieces import pieces
+from gptcli.data.prepare import prepare
+from gptcli.data.tokenizers import tokenizer_from_spec
+from gptcli.errors import GptcliError
+
+from ..conftest import make_text, needs_gpt2
+
+DOCS = [
+    make_text(120, seed=1),
+    "春眠不觉晓，处处闻啼鸟。\n夜来风雨声，花落知多少。\n" * 15,
+    "",  # an empty document still gets its separators, as an empty file does
+    'Quotes " and \\ backslashes, a literal <|endoftext|>, emoji 😀 and\ttabs\r\n' * 10,
+    make_text(80, seed=2),
+]
+
+TOKENIZERS = [
+    pytest.param("gpt2", {}, marks=needs_gpt2),
+    pytest.param("char", {}),
+    pytest.param("bpe", {"vocab_size": 300}),
+]
+
+
+def jsonl(docs, field="text", **dump):
+    return "".join(json.dumps({"id": i, field: doc}, **dump) + "\n" for i, doc in enumerate(docs))
+
+
+def tokens(out):
+    meta = json.loads((out / "meta.json").read_text())
+    split = [np.fromfile(out / f"{s}.bin", dtype=meta["dtype"]) for s in ("train", "val")]
+    return np.concatenate(split).tolist(), meta
+
+
+def expected_tokens(meta, docs):
+    tok = tokenizer_from_spec(meta["tokenizer"])
+    ids = []
+    for i, doc in enumerate(docs):
+        if i and tok.separator_id is not None:
+            ids.append(tok.separator_id)
+        ids += tok.encode(doc)
+    return ids
+
+
+def write_forms(tmp_path):
+    """The same documents as a directory of text files and in each other form."""
+    forms = {name: tmp_path / name for name in ("txt", "txt.gz", "jsonl", "jsonl.gz", "mixed")}
+    for form in forms.values():
+        form.mkdir()
+    for i, doc in enumerate(DOCS):
+        (forms["txt"] / f"{i}.txt").write_text(doc, encoding="utf-8", newline="")
+        (forms["txt.gz"] / f"{i}.txt.gz").write_bytes(gzip.compress(doc.encode("utf-8")))
+    (forms["jsonl"] / "docs.jsonl").write_text(jsonl(DOCS), encoding="utf-8")
+    # ensure_ascii: emoji and Chinese as \u escapes, surrogate pairs included.
+    (forms["jsonl.gz"] / "docs.jsonl.gz").write_bytes(gzip.compress(jsonl(DOCS).encode("ascii")))
+    mixed = forms["mixed"]
+    (mixed / "a.txt").write_text(DOCS[0], encoding="utf-8")
+    (mixed / "b.jsonl").write_text(jsonl(DOCS[1:3], ensure_ascii=False), encoding="utf-8")
+    (mixed / "c.txt.gz").write_bytes(gzip.compress(DOCS[3].encode("utf-8")))
+    (mixed / "d.JSONL.GZ").write_bytes(gzip.compress(jsonl(DOCS[4:]).encode("utf-8")))
+    return forms
+
+
+@pytest.mark.parametrize(("tokenizer", "options"), TOKENIZERS)
+def test_every_form_gives_the_tokens_of_the_plain_text(tmp_path, tokenizer, options):
+    forms = write_forms(tmp_path)
+    results = {}
+    for name, src in forms.items():
+        out = tmp_path / "out" / name
+        prepare(input_path=src, tokenizer=tokenizer, out_dir=out, block_size=8, **options)
+        results[name] = tokens(out)
+    ids, meta = results["txt"]
+    assert ids == expected_tokens(meta, DOCS)
+    for name, (other, other_meta) in results.items():
+        assert other == ids, name
+        assert other_meta["tokenizer"] == meta["tokenizer"], name
+
+
+def test_sources_record_the_decompressed_text(tmp_path):
+    forms = write_forms(tmp_path)
+    out = prepare(input_path=forms["mixed"], tokenizer="char", out_dir=tmp_path / "d").out_dir
+    sources = json.loads((out / "meta.json").read_text())["sources"]
+    assert [s["path"].rsplit("/", 1)[-1] for s in sources] == [
+        "a.txt", "b.jsonl", "c.txt.gz", "d.JSONL.GZ"
+    ]  # fmt: skip
+    text = (forms["mixed"] / "c.txt.gz").read_bytes()
+    assert sources[2]["bytes"] == len(gzip.decompress(text))
+    assert sources[2]["sha256"] == hashlib.sha256(gzip.decompress(text)).hexdigest()
+
+
+@pytest.mark.parametrize(("tokenizer", "options"), TOKENIZERS)
+def test_small_pieces_and_a_pool_change_no_token(tmp_path, tokenizer, options):
+    src = tmp_path / "src"
+    src.mkdir()
+    # Many small documents share a piece; the long one is cut into many.
+    docs = [f"doc {i}: " + make_text(i % 4, seed=i) for i in range(60)] + [make_text(300, seed=9)]
+    (src / "docs.jsonl.gz").write_bytes(gzip.compress(jsonl(docs).encode("utf-8")))
+    one = prepare(input_path=src, tokenizer=tokenizer, out_dir=tmp_path / "one", workers=1,
+                  **options).out_dir  # fmt: skip
+    two = prepare(input_path=src, tokenizer=tokenizer, out_dir=tmp_path / "two", workers=2,
+                  chunk_bytes=200, **options).out_dir  # fmt: skip
+    ids, meta = tokens(one)
+    assert ids == expected_tokens(meta, docs)
+    assert tokens(two)[0] == ids
+
+
+def test_text_field_blank_lines_and_a_byte_order_mark(tmp_path):
+    docs = [make_text(200, seed=4), make_text(200, seed=5)]
+    lines = jsonl(docs, field="content").splitlines(keepends=True)
+    path = tmp_path / "docs.jsonl"
+    path.write_text("\ufeff" + lines[0] + "\n   \n" + lines[1] + "\n", encoding="utf-8")
+    with pytest.raises(GptcliError, match=r'docs.jsonl:1: no "text" field; .* --text-field'):
+        prepare(input_path=path, tokenizer="char", out_dir=tmp_path / "d")
+    out = prepare(input_path=path, tokenizer="char", out_dir=tmp_path / "d", text_field="content")
+    ids, meta = tokens(out.out_dir)
+    assert ids == expected_tokens(meta, docs)
+    assert meta["sources"][0]["bytes"] == path.stat().st_size
+
+
+GOOD = json.dumps({"text": make_text(50)})
+
+
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        ([GOOD, GOOD, '{"text": "unterminated'], r"docs.jsonl:3: not a JSON line \(Unterminated"),
+        ([GOOD, '{"title": "no text"}'], r'docs.jsonl:2: no "text" field'),
+        (['["a", "list"]'], r'docs.jsonl:1: an array, not an object with a "text" field'),
+        ([GOOD, '{"text": null}'], r'docs.jsonl:2: "text" is null, not a string'),
+        ([GOOD, '{"text": 42}'], r'docs.jsonl:2: "text" is a number, not a string'),
+        ([GOOD, '{"text": "half \\ud83d a pair"}'], r"docs.jsonl:2: .* lone surrogate"),
+    ],
+)
+def test_a_bad_line_is_named_by_file_and_number(tmp_path, lines, message):
+    path = tmp_path / "docs.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(GptcliError, match=message):
+        prepare(input_path=path, tokenizer="char", out_dir=tmp_path / "d")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["docs.jsonl"]
+
+
+def test_bad_bytes_in_jsonl_and_gzip_files(tmp_path):
+    bad_utf8 = tmp_path / "latin1.jsonl"
+    bad_utf8.write_bytes(GOOD.encode() + b'\n{"text": "caf\xe9"}\n')
+    with pytest.raises(GptcliError, match=r"latin1.jsonl:2: not UTF-8 text \(bad byte at column"):
+        prepare(input_path=bad_utf8, tokenizer="char", out_dir=tmp_path / "d")
+    not_gzip = tmp_path / "plain.txt.gz"
+    not_gzip.write_text(make_text(50))
+    with pytest.raises(GptcliError, match="plain.txt.gz is not a valid gzip file"):
+        prepare(input_path=not_gzip, tokenizer="char", out_dir=tmp_path / "d")
+    cut_short = tmp_path / "cut.txt.gz"
+    cut_short.write_bytes(gzip.compress(make_text(300).encode())[:-40])
+    with pytest.raises(GptcliError, match="cut.txt.gz is not a valid gzip file"):
+        prepare(input_path=cut_short, tokenizer="char", out_dir=tmp_path / "d")
+    binary = tmp_path / "bin.gz"
+    binary.write_bytes(gzip.compress(b"\x00\x01\x02" * 100))
+    with pytest.raises(GptcliError, match="bin.gz looks binary"):
+        prepare(input_path=binary, tokenizer="char", out_dir=tmp_path / "d")
+    assert not (tmp_path / "d").exists()
+
+
+def test_a_bad_line_through_the_cli_is_one_line_and_exit_2(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_text(make_text(100))
+    (src / "b.jsonl.gz").write_bytes(gzip.compress(f"{GOOD}\n{GOOD}\nnot json\n".encode()))
+    args = ["prepare", "--input", str(src), "--tokenizer", "char", "--out", str(tmp_path / "d")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    assert "b.jsonl.gz:3: not a JSON line" in lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
+
+
+def test_gzip_is_streamed_in_blocks_and_progress_counts_bytes_on_disk(tmp_path):
+    text = make_text(3000)
+    path = tmp_path / "big.txt.gz"
+    path.write_bytes(gzip.compress(text.encode()))
+    seen = []
+    sources = []
+    blocks = [list(doc) for doc in documents([path], 4096, seen.append, sources)]
+    assert len(blocks) == 1 and "".join(blocks[0]) == text
+    assert max(len(block) for block in blocks[0]) <= 4096
+    assert sum(seen) == path.stat().st_size
+    assert sources[0]["bytes"] == len(text.encode())
+
+
+SEP = "\x1e"  # stands for the separator token: the documents below never hold it
+documents_st = st.lists(st.text("ab \n.,'春1", max_size=40), max_size=8)
+
+
+@settings(max_examples=200, deadline=None)
+@given(documents_st, st.integers(1, 12), st.integers(1, 30))
+def test_pieces_put_separators_exactly_between_documents(docs, block, chunk):
+    as_blocks = [[doc[i : i + block] for i in range(0, len(doc), block)] for doc in docs]
+    out = list(pieces(as_blocks, chunk))
+    assert out and all(piece for piece in out)
+    assert "".join(SEP.join(piece) for piece in out) == SEP.join(docs)

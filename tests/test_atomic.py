@@ -41,3 +41,15 @@ def test_write_json_and_bytes(tmp_path):
     atomic.write_bytes(tmp_path / "b", b"\x00\x01")
     assert (tmp_path / "b").read_bytes() == b"\x00\x01"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "x.json"]
+
+
+def test_written_files_and_directories_get_ordinary_permissions(tmp_path):
+    mask = os.umask(0)
+    os.umask(mask)
+    atomic.write_bytes(tmp_path / "a.bin", b"x")
+    with atomic.new_dir(tmp_path / "d") as d:
+        (d / "f").write_text("y")
+    # As open() and mkdir() would make them (0644 and 0755 under umask 022), not tempfile's
+    # private 0600 and 0700.
+    assert (tmp_path / "a.bin").stat().st_mode & 0o777 == 0o666 & ~mask
+    assert (tmp_path / "d").stat().st_mode & 0o777 == 0o777 & ~mask

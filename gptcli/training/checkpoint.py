@@ -115,6 +115,7 @@ def save(
     name = step_dir_name(step)
     tmp = Path(tempfile.mkdtemp(dir=run_dir, prefix=f".{name}.tmp-"))
     try:
+        os.chmod(tmp, atomic.DIR_MODE)  # not mkdtemp's 0700
         torch.save(model_state, tmp / MODEL_FILE)
         torch.save(trainer_state, tmp / TRAINER_FILE)
         atomic.write_json(

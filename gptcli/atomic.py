@@ -6,37 +6,37 @@ import contextlib
 import json
 import os
 import shutil
-import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 
-def _umask() -> int:
-    mask = os.umask(0)  # the only way to read it is to set it; set it straight back
-    os.umask(mask)
-    return mask
-
-
-# tempfile makes its files 0600 and directories 0700, private to the user; a file written here
-# gets the permissions an ordinary open() would give it (0644 under the usual umask 022).
-_UMASK = _umask()
-FILE_MODE, DIR_MODE = 0o666 & ~_UMASK, 0o777 & ~_UMASK
-
-
 def write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    # Created by hand rather than by tempfile, whose files are private (0600): the kernel then
+    # gives it the modes open() would (0644 under umask 022).
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:12]}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def temp_dir(parent: Path, prefix: str) -> Path:
+    """A new empty directory in parent, with the modes mkdir() gives (tempfile's are 0700)."""
+    while True:
+        path = Path(parent) / f"{prefix}{uuid.uuid4().hex[:12]}"
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -48,9 +48,8 @@ def new_dir(out_dir: Path) -> Iterator[Path]:
     """Yield an empty temporary directory beside out_dir; when the block succeeds it replaces
     out_dir whole, when it fails it is removed and out_dir is left as it was."""
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
+    tmp = temp_dir(out_dir.parent, f".{out_dir.name}.tmp-")
     try:
-        os.chmod(tmp, DIR_MODE)
         yield tmp
         if out_dir.exists():
             # Move the old one aside first (to a fresh name, so no leftover can be in the way),

@@ -43,13 +43,18 @@ def test_write_json_and_bytes(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "x.json"]
 
 
-def test_written_files_and_directories_get_ordinary_permissions(tmp_path):
-    mask = os.umask(0)
-    os.umask(mask)
-    atomic.write_bytes(tmp_path / "a.bin", b"x")
-    with atomic.new_dir(tmp_path / "d") as d:
-        (d / "f").write_text("y")
-    # As open() and mkdir() would make them (0644 and 0755 under umask 022), not tempfile's
-    # private 0600 and 0700.
-    assert (tmp_path / "a.bin").stat().st_mode & 0o777 == 0o666 & ~mask
-    assert (tmp_path / "d").stat().st_mode & 0o777 == 0o777 & ~mask
+@pytest.mark.parametrize(("mask", "file_mode", "dir_mode"), [(0o022, 0o644, 0o755),
+                                                            (0o077, 0o600, 0o700)])  # fmt: skip
+def test_written_files_and_directories_get_the_modes_the_umask_gives(tmp_path, mask, file_mode,
+                                                                      dir_mode):  # fmt: skip
+    old = os.umask(mask)
+    try:
+        atomic.write_bytes(tmp_path / "a.bin", b"x")
+        with atomic.new_dir(tmp_path / "d") as d:
+            (d / "f").write_text("y")
+    finally:
+        os.umask(old)
+    # As open() and mkdir() would make them, not tempfile's private 0600 and 0700 whatever the
+    # umask.
+    assert (tmp_path / "a.bin").stat().st_mode & 0o777 == file_mode
+    assert (tmp_path / "d").stat().st_mode & 0o777 == dir_mode

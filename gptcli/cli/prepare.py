@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 
@@ -47,6 +48,9 @@ def prepare(
     from gptcli.data.prepare import prepare as run_prepare
 
     bars = _StageBars()
+    # SIGTERM (a job scheduler, `kill`) cleans up as Ctrl-C does: no half-written temporary
+    # dataset left beside the output.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     with user_errors(), bars:
         try:
             result = run_prepare(
@@ -67,6 +71,8 @@ def prepare(
             bars.close()
             typer.echo("aborted; no dataset was written (an existing one is intact)", err=True)
             raise typer.Exit(130) from None
+        finally:
+            signal.signal(signal.SIGTERM, previous)
     mb_per_s = result.source_bytes / 1e6 / max(result.seconds["encode"], 1e-9)
     console.print(
         table(
@@ -82,6 +88,10 @@ def prepare(
             ],
         )
     )
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 class _StageBars:

@@ -105,6 +105,14 @@ def documents(
             sources.append(info)
 
 
+JSON_LINES_SUFFIXES = (".jsonl", ".ndjson")
+
+
+def is_json_lines(path: Path) -> bool:
+    """JSON Lines by name (.jsonl or .ndjson, either gzip-compressed too)."""
+    return path.name.lower().removesuffix(".gz").endswith(JSON_LINES_SUFFIXES)
+
+
 class _Source:
     """An input file opened for reading: read() and lines() give its bytes, decompressed if its
     name ends in .gz, and report progress in bytes of the file itself."""
@@ -113,7 +121,7 @@ class _Source:
         self.name = str(path)
         name = path.name.lower()
         self.gzip = name.endswith(".gz")
-        self.jsonl = name.removesuffix(".gz").endswith(".jsonl")
+        self.jsonl = is_json_lines(path)
         try:
             self.raw = open(path, "rb")  # noqa: SIM115 -- closed by __exit__
         except OSError as exc:
@@ -176,8 +184,9 @@ def _jsonl_documents(
         if line.isspace():
             continue  # a blank line holds no document
         text = _jsonl_text(line, f"{source.name}:{number}", text_field, first=number == 1)
+        del line  # a one-line corpus is held once, as text, not also as bytes
         # A long document goes on in blocks, as a text file does, so that it is cut into pieces.
-        yield iter([text[i : i + block] for i in range(0, len(text), block)])
+        yield (text[i : i + block] for i in range(0, len(text), block))
     info["bytes"] = size
 
 
@@ -193,6 +202,9 @@ def _jsonl_text(line: bytes, where: str, field: str, first: bool) -> str:
     except json.JSONDecodeError as exc:
         said = exc.msg if exc.msg.endswith(" at") else f"{exc.msg} at"
         raise GptcliError(f"{where}: not a JSON line ({said} column {exc.colno})") from None
+    except (ValueError, RecursionError) as exc:  # a 5000-digit number; arrays nested too deep
+        said = first_line(exc)
+        raise GptcliError(f"{where}: not a JSON line this reader takes ({said})") from None
     if not isinstance(record, dict):
         raise GptcliError(f'{where}: {_json_kind(record)}, not an object with a "{field}" field')
     if field not in record:

@@ -28,7 +28,7 @@ import numpy as np
 
 import gptcli
 from gptcli import atomic
-from gptcli.data.corpora import dataset_file, documents, source_files
+from gptcli.data.corpora import dataset_file, documents, is_json_lines, source_files
 from gptcli.data.pieces import CHUNK_BYTES, pieces, segments
 from gptcli.data.tokenizers import TOKENIZERS, Tokenizer
 from gptcli.errors import GptcliError
@@ -145,10 +145,16 @@ def _encoded(
             yield pending.popleft().result()
 
 
+# Each thread holds its own tiktoken encoder (~10 MB) and two pieces (1 MB each) in flight;
+# past this many, a big machine would spend memory for little more speed.
+MAX_WORKERS = 16
+
+
 def default_workers() -> int:
+    """The CPUs this process may use, at most MAX_WORKERS."""
     if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
+        return min(len(os.sched_getaffinity(0)), MAX_WORKERS)
+    return min(os.cpu_count() or 1, MAX_WORKERS)
 
 
 _SIZE = re.compile(r"(\d+)\s*([kmg]?)(i?)b?", re.IGNORECASE)
@@ -196,6 +202,11 @@ def prepare(
     root = Path(input_path) if input_path is not None else dataset_file(dataset)
     out_dir = _output_dir(root, out_dir, dataset, tokenizer, force)
     files = source_files(root)
+    if text_field != "text" and not any(is_json_lines(path) for path in files):
+        raise GptcliError(
+            f"--text-field {text_field!r} is for JSON Lines, but {root} has no .jsonl or .ndjson "
+            "file; drop it, or name the files .jsonl"
+        )
     total = sum(path.stat().st_size for path in files)
     if total == 0:
         raise GptcliError(f"the corpus at {root} is empty; give it some text")
@@ -225,8 +236,8 @@ def _check_numbers(val_fraction: float, block_size: int, workers: int | None, ch
         raise GptcliError(f"--val-fraction must be between 0 and 1 (exclusive), got {val_fraction}")
     if block_size < 1:
         raise GptcliError(f"--block-size must be at least 1, got {block_size}")
-    if workers is not None and workers < 1:
-        raise GptcliError(f"--workers must be at least 1, got {workers}")
+    if workers is not None and not 1 <= workers <= 4 * MAX_WORKERS:
+        raise GptcliError(f"--workers must be between 1 and {4 * MAX_WORKERS}, got {workers}")
     if chunk_bytes < 1:
         raise ValueError(f"chunk_bytes must be at least 1, got {chunk_bytes}")
 
@@ -245,11 +256,17 @@ def _tokenizer_options(tokenizer: str, **given: Any) -> dict[str, Any]:
     return options
 
 
+def _bare_name(name: str) -> str:
+    name = name.removesuffix(".gz")
+    return name.rsplit(".", 1)[0] if "." in name.lstrip(".") else name
+
+
 def _output_dir(
     root: Path, out_dir: Path | None, dataset: str | None, tokenizer: str, force: bool
 ) -> Path:
     if out_dir is None:
-        stem = dataset or (root.stem if root.is_file() else root.name)
+        # data/c2_char for c2.jsonl.gz, not data/c2.jsonl_char
+        stem = dataset or (_bare_name(root.name) if root.is_file() else root.name)
         out_dir = Path("data") / f"{stem}_{tokenizer}"
     out_dir = Path(out_dir)
     inside = (root.resolve(), out_dir.resolve())

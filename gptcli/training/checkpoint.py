@@ -18,7 +18,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,9 +112,8 @@ def save(
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     name = step_dir_name(step)
-    tmp = Path(tempfile.mkdtemp(dir=run_dir, prefix=f".{name}.tmp-"))
+    tmp = atomic.temp_dir(run_dir, f".{name}.tmp-")
     try:
-        os.chmod(tmp, atomic.DIR_MODE)  # not mkdtemp's 0700
         torch.save(model_state, tmp / MODEL_FILE)
         torch.save(trainer_state, tmp / TRAINER_FILE)
         atomic.write_json(

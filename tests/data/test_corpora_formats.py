@@ -4,6 +4,7 @@ directory, give the tokens of the same documents as plain text files."""
 import gzip
 import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -210,3 +211,59 @@ def test_pieces_put_separators_exactly_between_documents(docs, block, chunk):
     out = list(pieces(as_blocks, chunk))
     assert out and all(piece for piece in out)
     assert "".join(SEP.join(piece) for piece in out) == SEP.join(docs)
+
+
+def test_ndjson_is_json_lines_and_text_field_needs_json_lines(tmp_path):
+    (tmp_path / "a.ndjson").write_text('{"content": "hello world"}\n' * 100)
+    result = prepare(input_path=tmp_path / "a.ndjson", tokenizer="char", text_field="content",
+                     out_dir=tmp_path / "out")  # fmt: skip
+    assert result.out_dir == tmp_path / "out"
+    meta = json.loads((tmp_path / "out" / "meta.json").read_text())
+    assert "{" not in meta["tokenizer"]["chars"]  # the text, not the JSON around it
+    (tmp_path / "plain.txt").write_text("hello world\n" * 50)
+    with pytest.raises(GptcliError, match="--text-field 'content' is for JSON Lines"):
+        prepare(input_path=tmp_path / "plain.txt", tokenizer="char", text_field="content",
+                out_dir=tmp_path / "out2")  # fmt: skip
+
+
+def test_json_lines_the_parser_refuses_are_one_line_errors(tmp_path):
+    for i, line in enumerate(('{"text": ' + "9" * 5000 + "}", "[" * 100_000 + "]" * 100_000)):
+        path = tmp_path / f"bad{i}.jsonl"
+        path.write_text(line + "\n")
+        with pytest.raises(GptcliError, match=r"bad\d\.jsonl:1: not a JSON line"):
+            prepare(input_path=path, tokenizer="char", out_dir=tmp_path / f"o{i}")
+
+
+def test_the_default_output_name_drops_every_suffix(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with gzip.open(tmp_path / "c2.jsonl.gz", "wt") as f:
+        f.write('{"text": "the cat sat on the mat"}\n' * 40)
+    assert prepare(input_path=tmp_path / "c2.jsonl.gz", tokenizer="char").out_dir == Path(
+        "data/c2_char"
+    )
+
+
+@pytest.mark.slow
+def test_sigterm_mid_encode_leaves_no_temporary_dataset(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    corpus = tmp_path / "big.txt"
+    corpus.write_text(
+        ("the cat sat on the mat and the dog ran to see her big red ball\n") * 600_000
+    )
+    command = [sys.executable, "-m", "gptcli", "prepare", "--input", str(corpus), "--tokenizer",
+               "char", "--workers", "1", "--out", str(tmp_path / "out")]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not list(tmp_path.glob(".out.tmp-*")) and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "no dataset was written" in err
+    assert list(tmp_path.glob(".out*")) == [] and not (tmp_path / "out").exists()

@@ -17,10 +17,10 @@ from gptcli.data.bpe import GPT2_SPLIT_PATTERN, train_bpe
 from gptcli.data.corpora import documents
 from gptcli.data.pieces import find_cut, pieces
 from gptcli.data.prepare import prepare
-from gptcli.data.tokenizers import tokenizer_from_spec
 from gptcli.errors import GptcliError
 
 from ..conftest import gpt2_available, make_text, needs_gpt2
+from .test_corpora_formats import expected_tokens
 
 # Every class the split pattern tells apart, the whitespace that only some definitions of \s
 # include (\x1c, \xa0, \u3000), contractions, CRLF, combining marks, CJK and emoji.
@@ -158,12 +158,7 @@ def test_parallel_chunked_encoding_equals_whole_documents(
         assert (whole.out_dir / name).read_bytes() == (chunked.out_dir / name).read_bytes(), name
 
     meta = json.loads((whole.out_dir / "meta.json").read_text())
-    tok = tokenizer_from_spec(meta["tokenizer"])
-    expected = []
-    for i, doc in enumerate(docs):
-        if i and tok.separator_id is not None:
-            expected.append(tok.separator_id)
-        expected += tok.encode(doc)
+    expected = expected_tokens(meta, docs)
     ids = np.concatenate(
         [np.fromfile(whole.out_dir / f"{s}.bin", dtype=meta["dtype"]) for s in ("train", "val")]
     )

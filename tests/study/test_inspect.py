@@ -1,4 +1,5 @@
 import json
+from contextlib import nullcontext
 
 import numpy as np
 import pytest
@@ -25,16 +26,8 @@ runner = CliRunner()
 def tiny_model(vocab: int = 13, **model) -> GPT:
     torch.manual_seed(0)
     keys = {"n_layer": 2, "n_head": 2, "n_embd": 16, "block_size": 12, **model}
-    with pytest.warns(UserWarning) if model.get("norm") == "batchnorm" else _nothing():
+    with pytest.warns(UserWarning) if model.get("norm") == "batchnorm" else nullcontext():
         return GPT(ModelConfig(**keys), vocab).eval()
-
-
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def trained(tmp_path, data, name, **model):

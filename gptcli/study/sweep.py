@@ -75,6 +75,8 @@ class Sweep:
             return  # an unreadable sweep.json is rewritten whole
         for state in self.states:
             old = before.get(state.name) or {}
+            if finished_step(Path(state.dir)) is None:
+                continue  # starts afresh (its directory was emptied): nothing to carry over
             state.seconds = old.get("seconds")
             if state.status != "done" and old.get("status") == "failed":
                 state.error = old.get("error")

@@ -153,6 +153,15 @@ def test_sincos_table_follows_the_formula():
     assert sincos_table(5, 7).shape == (5, 7)  # odd widths work too
 
 
+def test_sincos_adds_the_table_at_the_token_embeddings_init_scale():
+    from gptcli.model.positions import SINCOS_SCALE
+
+    scheme = POSITIONS["sincos"](ModelConfig(n_embd=16, block_size=8))
+    added = scheme.embed(torch.zeros(1, 8, 16), 0)[0]
+    assert torch.allclose(added, SINCOS_SCALE * sincos_table(8, 16))
+    assert added.pow(2).mean().sqrt().item() == pytest.approx(0.02, rel=0.02)  # rms = init std
+
+
 def test_sincos_and_alibi_have_no_parameters():
     for position in ("sincos", "alibi", "none", "rope"):
         cfg = ModelConfig(n_layer=1, n_head=2, n_embd=16, block_size=8, position=position)

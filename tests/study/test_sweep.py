@@ -127,8 +127,13 @@ def test_jobs_go_to_the_least_busy_gpu_and_a_rerun_keeps_the_seconds(tmp_path, c
     assert sweep.run() == 0
     assert started[:2] == ["4", "6"] and started[2] in ("4", "6")  # never a third, busy one
     seconds = {s.name: s.seconds for s in sweep.states}
+    for name in seconds:  # what the fake children would have left: a checkpoint each
+        (tmp_path / "s" / name).mkdir(parents=True, exist_ok=True)
+    monkeypatch.setattr(sweep_module, "finished_step", lambda run_dir: 1)
     again = Sweep(grid, jobs=2)
     assert {s.name: s.seconds for s in again.states} == seconds
+    monkeypatch.setattr(sweep_module, "finished_step", lambda run_dir: None)  # emptied dirs
+    assert all(s.seconds is None for s in Sweep(grid, jobs=2).states)
 
 
 def test_a_failure_reports_this_attempt_s_error_not_an_older_one(tmp_path):

@@ -40,7 +40,9 @@ def prepare(
     block_size: int = typer.Option(
         64, help="Refuse a corpus whose splits cannot hold one block of this many tokens."
     ),
-    workers: int | None = typer.Option(None, help="Encoding threads \\[default: CPU count]."),
+    workers: int | None = typer.Option(
+        None, help="Encoding threads \\[default: CPU count, at most 16]."
+    ),
     force: bool = typer.Option(False, "--force", help="Replace an existing output directory."),
 ) -> None:
     """Tokenize a corpus into data/NAME/{train.bin, val.bin, meta.json}."""

@@ -29,7 +29,7 @@ from gptcli.errors import GptcliError
 from gptcli.evaluate import score_tokens, scored_bytes
 from gptcli.model import GPT
 from gptcli.training import checkpoint
-from gptcli.training.checkpoint import load_model  # also imported from here by inspect and tests
+from gptcli.training.checkpoint import load_model
 
 
 def sample_next(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 from pathlib import Path
@@ -50,46 +51,47 @@ def prepare(
     from gptcli.data.prepare import prepare as run_prepare
 
     bars = _StageBars()
-    # SIGTERM (a job scheduler, `kill`) cleans up as Ctrl-C does: no half-written temporary
-    # dataset left beside the output.
-    previous = signal.signal(signal.SIGTERM, _interrupt)
-    with user_errors(), bars:
+    with user_errors(), bars, _sigterm_as_interrupt():
         try:
             result = run_prepare(
-                input_path=input,
-                dataset=dataset,
-                tokenizer=tokenizer,
-                out_dir=out,
-                val_fraction=val_fraction,
-                force=force,
-                vocab_size=vocab_size,
+                input_path=input, dataset=dataset, tokenizer=tokenizer, out_dir=out,
+                val_fraction=val_fraction, force=force, vocab_size=vocab_size,
                 train_bytes=None if train_bytes is None else parse_size(train_bytes),
-                block_size=block_size,
-                workers=workers,
-                text_field=text_field,
+                block_size=block_size, workers=workers, text_field=text_field,
                 progress=bars.show,
-            )
+            )  # fmt: skip
         except KeyboardInterrupt:
             bars.close()
             typer.echo("aborted; no dataset was written (an existing one is intact)", err=True)
             raise typer.Exit(130) from None
-        finally:
-            signal.signal(signal.SIGTERM, previous)
+    console.print(_summary(result, tokenizer))
+
+
+def _summary(result, tokenizer: str):
     mb_per_s = result.source_bytes / 1e6 / max(result.seconds["encode"], 1e-9)
-    console.print(
-        table(
-            f"prepared {result.out_dir}",
-            [
-                ("tokenizer", tokenizer),
-                ("vocab size", f"{result.vocab_size:,}"),
-                ("text bytes", f"{result.source_bytes:,}"),
-                ("train tokens", f"{result.train_tokens:,}"),
-                ("val tokens", f"{result.val_tokens:,}"),
-                ("tokenizer time", f"{result.seconds['tokenizer']:.1f} s"),
-                ("encoding time", f"{result.seconds['encode']:.1f} s ({mb_per_s:.1f} MB/s)"),
-            ],
-        )
+    return table(
+        f"prepared {result.out_dir}",
+        [
+            ("tokenizer", tokenizer),
+            ("vocab size", f"{result.vocab_size:,}"),
+            ("text bytes", f"{result.source_bytes:,}"),
+            ("train tokens", f"{result.train_tokens:,}"),
+            ("val tokens", f"{result.val_tokens:,}"),
+            ("tokenizer time", f"{result.seconds['tokenizer']:.1f} s"),
+            ("encoding time", f"{result.seconds['encode']:.1f} s ({mb_per_s:.1f} MB/s)"),
+        ],
     )
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM (a job scheduler, `kill`) cleans up as Ctrl-C does: no half-written temporary
+    dataset left beside the output."""
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _interrupt(signum, frame):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import typer
@@ -37,38 +38,21 @@ def sample(
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N | mps"),
 ) -> None:
     """Generate text from a trained checkpoint (with a KV cache)."""
-    import sys
-
     from gptcli.generate import load
 
     with user_errors():
-        if prompt_file is not None:
-            try:
-                prompt = prompt_file.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as exc:
-                raise GptcliError(f"cannot read --prompt-file {prompt_file}: {exc}") from None
+        prompt = _read_prompt(prompt, prompt_file)
         model = load(checkpoint, which, device)
         n = model.checkpoint.config.sample.num_samples if num_samples is None else num_samples
         pieces = model.generate_streams(
-            prompt,
-            max_new_tokens=max_new_tokens,
-            temperature=temperature,
-            top_k=top_k,
-            top_p=top_p,
-            seed=seed,
-            num_samples=n,
-            stop=stop,
-            window=window,
-        )
+            prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
+            top_p=top_p, seed=seed, num_samples=n, stop=stop, window=window,
+        )  # fmt: skip
         # The first step encodes the prompt and checks the window: fail before printing.
         first = next(pieces)
         live = sys.stdout.isatty() if stream is None else stream
         if live and n == 1:
-            sys.stdout.write(prompt + first[0])
-            for new in pieces:
-                sys.stdout.write(new[0])
-                sys.stdout.flush()
-            sys.stdout.write("\n")
+            _stream(prompt, first[0], pieces)
             return
         texts = [prompt + piece for piece in first]
         for new in pieces:
@@ -77,3 +61,21 @@ def sample(
         if i:
             typer.echo("-" * 40)
         typer.echo(text)
+
+
+def _read_prompt(prompt: str, prompt_file: Path | None) -> str:
+    if prompt_file is None:
+        return prompt
+    try:
+        return prompt_file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise GptcliError(f"cannot read --prompt-file {prompt_file}: {exc}") from None
+
+
+def _stream(prompt: str, first: str, pieces) -> None:
+    """One sample, printed as it is generated."""
+    sys.stdout.write(prompt + first)
+    for new in pieces:
+        sys.stdout.write(new[0])
+        sys.stdout.flush()
+    sys.stdout.write("\n")

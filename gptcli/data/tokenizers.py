@@ -7,6 +7,7 @@ meta.json and in every checkpoint, so sampling rebuilds the exact tokenizer from
 
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -75,6 +76,11 @@ class Tokenizer(ABC):
     # Placed between documents when a corpus has several; None joins them directly.
     separator_id: int | None = None
 
+    def for_thread(self) -> Tokenizer:
+        """A tokenizer for another thread to encode with at full speed (this one, unless sharing
+        it costs)."""
+        return self
+
 
 class _TiktokenTokenizer(Tokenizer):
     """A tokenizer that tiktoken runs; self.enc is the tiktoken.Encoding."""
@@ -100,6 +106,27 @@ class _TiktokenTokenizer(Tokenizer):
 
     def start_ids(self) -> list[int]:
         return [self.enc.eot_token]
+
+    def for_thread(self) -> Tokenizer:
+        """A copy with a tiktoken Encoding of its own (the same ranks, built in ~15 ms). Threads
+        sharing one Encoding share state in its regex and run slower: on 2 cores, 46 MB took
+        1.5-2.0 s (3.6 s when a pool thread encoded first) against 1.25 s with one each. Reads
+        tiktoken's private fields; if a tiktoken keeps them elsewhere, this one is shared."""
+        import tiktoken
+
+        enc = self.enc
+        try:
+            own = tiktoken.Encoding(
+                enc.name,
+                pat_str=enc._pat_str,
+                mergeable_ranks=enc._mergeable_ranks,
+                special_tokens=enc._special_tokens,
+            )
+        except AttributeError:
+            return self
+        copied = copy.copy(self)
+        copied.enc = own
+        return copied
 
 
 @TOKENIZERS.register("gpt2")

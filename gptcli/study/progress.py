@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from gptcli.training.report import METRICS_FILE
+from gptcli.training.report import METRICS_FILE, read_metrics
 
 # Parsed progress per metrics file, kept while the file's size stays the same: re-parsing every
 # run's whole log at every redraw cost the sweep's parent a seventh of a core on 2 cores.
@@ -32,13 +31,7 @@ def run_progress(state) -> list[str]:
 
 def _parse(path: Path) -> tuple:
     step, loss, best, tps, seconds_per_step = 0, None, None, None, None
-    if not path.is_file():
-        return step, loss, best, tps, seconds_per_step
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            r = json.loads(line)
-        except ValueError:
-            continue  # a line cut short
+    for r in read_metrics(path):
         step = max(step, r.get("step", 0))
         loss = r.get("loss", loss)
         tps = r.get("tokens_per_sec", tps)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,7 @@ from gptcli.evaluate import read_results
 from gptcli.model import count_params_formula
 from gptcli.study.sweep import SWEEP_FILE, read_sweep
 from gptcli.training import checkpoint
-from gptcli.training.report import METRICS_FILE
+from gptcli.training.report import METRICS_FILE, read_metrics
 
 
 @dataclass
@@ -112,18 +111,7 @@ def load_run(run_dir: Path, state: dict[str, Any] | None = None) -> RunRecord:
         step=ckpt.step,
         status=status,
         params=count_params_formula(cfg.model, ckpt.vocab_size),
-        metrics=_metrics(run_dir / METRICS_FILE),
+        metrics=read_metrics(run_dir / METRICS_FILE),
         evals=read_results(run_dir),
         seconds=(state or {}).get("seconds"),
     )
-
-
-def _metrics(path: Path) -> list[dict[str, Any]]:
-    records = []
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                records.append(json.loads(line))
-            except ValueError:
-                continue  # a line cut short by a kill
-    return records

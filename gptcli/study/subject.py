@@ -36,7 +36,7 @@ def variant_line(mc: ModelConfig) -> str:
 def load_subject(path: str | Path, which: str = "best") -> Subject:
     """A checkpoint's model on the CPU in eval mode (pictures need no GPU)."""
     from gptcli.evaluate import run_dir_of
-    from gptcli.generate import load_model
+    from gptcli.training.checkpoint import load_model
 
     model, tokenizer, ckpt = load_model(path, which, "cpu")
     return Subject(model, tokenizer, ckpt, run_dir_of(ckpt.dir))

@@ -60,8 +60,8 @@ class Sweep:
         self.states = [self._state(c) for c in self.combos.values()]
         self.stop_requests = 0
         self._carry_over()
-        self.gpu_jobs = dict.fromkeys(_visible_gpus(), 0)  # GPU -> its running jobs
-        self.gpu_of: dict[str, str] = {}
+        self.gpus = _visible_gpus()
+        self.gpu_of: dict[str, str] = {}  # running run -> its GPU
         self.log_start: dict[str, int] = {}
 
     def _carry_over(self) -> None:
@@ -153,9 +153,9 @@ class Sweep:
         if finished_step(run_dir) is not None:
             command.append("--resume")  # interrupted or failed before: continue it
         env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-        if len(self.gpu_jobs) > 1:  # several GPUs: each job on the least busy one
-            gpu = min(self.gpu_jobs, key=self.gpu_jobs.__getitem__)
-            self.gpu_jobs[gpu] += 1
+        if len(self.gpus) > 1:  # several GPUs: each job on the least busy one
+            busy = list(self.gpu_of.values())
+            gpu = min(self.gpus, key=busy.count)
             self.gpu_of[state.name] = env["CUDA_VISIBLE_DEVICES"] = gpu
         with open(run_dir / LOG_FILE, "ab") as log:
             self.log_start[state.name] = log.tell()  # errors are read from here on
@@ -171,8 +171,7 @@ class Sweep:
             if code is None:
                 continue
             del running[name]
-            if name in self.gpu_of:
-                self.gpu_jobs[self.gpu_of.pop(name)] -= 1
+            self.gpu_of.pop(name, None)
             state = next(s for s in self.states if s.name == name)
             state.pid, state.seconds = None, (state.seconds or 0.0) + time.time() - started
             if code == 0:

@@ -166,12 +166,21 @@ class TensorBoardLog:
         self.writer.close()
 
 
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The records of a metrics.jsonl, in file order; a line cut short by a kill is skipped."""
+    records = []
+    if path.is_file():
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(record, dict):
+                    records.append(record)
+    return records
+
+
 def _last_time(path: Path) -> float:
-    last = 0.0
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                last = float(json.loads(line).get("time", last))
-            except (ValueError, AttributeError, TypeError):
-                continue  # a line cut short by a kill
-    return last
+    times = [r["time"] for r in read_metrics(path) if isinstance(r.get("time"), int | float)]
+    return float(times[-1]) if times else 0.0

@@ -170,11 +170,11 @@ def test_each_encoding_thread_gets_a_tiktoken_encoding_of_its_own(tokenizer, opt
     from gptcli.data.tokenizers import TOKENIZERS as REGISTRY
 
     tok = REGISTRY[tokenizer].from_corpus([CORPUS], **options)
-    own = prep._thread_copy(tok)
+    own = tok.for_thread()
     if tokenizer == "char":
         assert own is tok  # nothing shared between threads to copy
         return
-    # A tiktoken that stopped keeping its ranks where _thread_copy looks would share one Encoding
+    # A tiktoken that stopped keeping its ranks where for_thread looks would share one Encoding
     # between threads again: still correct, but slower, so this says so.
     assert own.enc is not tok.enc and own.enc.name == tok.enc.name
     assert own.spec() == tok.spec() and own.vocab_size == tok.vocab_size

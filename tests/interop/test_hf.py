@@ -16,10 +16,11 @@ from gptcli.cli import app
 from gptcli.data.dataset import TokenDataset
 from gptcli.data.prepare import prepare
 from gptcli.errors import GptcliError
-from gptcli.generate import generate, load_model
+from gptcli.generate import generate
 from gptcli.interop.hf import convert, is_hf_dir, load_hf_gpt2
 from gptcli.model import GPT
 from gptcli.training import checkpoint
+from gptcli.training.checkpoint import load_model
 from gptcli.training.estimate import evaluate
 from gptcli.training.loop import train
 

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from gptcli.errors import GptcliError
-from gptcli.generate import load_model
 from gptcli.training import checkpoint
+from gptcli.training.checkpoint import load_model
 from gptcli.training.loop import train
 
 from ..conftest import tiny_config

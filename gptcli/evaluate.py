@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from gptcli import atomic
+from gptcli import atomic, lock
 from gptcli.data.dataset import SPLITS, TokenDataset
 from gptcli.data.tokenizers import Tokenizer
 from gptcli.errors import GptcliError
@@ -264,7 +264,21 @@ def evaluate_checkpoint(
     write: bool = True,
 ) -> EvalReport:
     """Score a checkpoint on a whole split (see the module docstring) and, with write, merge the
-    results into RUN/eval.json."""
+    results into RUN/eval.json (holding the run directory meanwhile: one process at a time)."""
+    args = dict(which=which, data_dir=data_dir, split=split, contexts=contexts, stride=stride,
+                batch_size=batch_size, max_tokens=max_tokens, device=device, precision=precision)
+    if not write:
+        return _evaluate_checkpoint(path, **args)
+    run_dir = run_dir_of(checkpoint.resolve(path, which))
+    with lock.hold(run_dir, "wait for it to finish: eval writes its eval.json"):
+        report = _evaluate_checkpoint(path, **args)
+        report.eval_file = merge_results(run_dir, report)
+    return report
+
+
+def _evaluate_checkpoint(
+    path, *, which, data_dir, split, contexts, stride, batch_size, max_tokens, device, precision
+) -> EvalReport:
     from gptcli.training.device import autocast, resolve_device, resolve_precision
 
     if split not in SPLITS:
@@ -286,12 +300,7 @@ def evaluate_checkpoint(
     )  # fmt: skip
     if all(r.refused for r in results):
         raise GptcliError(results[0].refused)
-    report = EvalReport(
-        ckpt.dir, ckpt.step, split, str(data.dir), stride, max_tokens, block, results
-    )
-    if write:
-        report.eval_file = merge_results(run_dir_of(ckpt.dir), report)
-    return report
+    return EvalReport(ckpt.dir, ckpt.step, split, str(data.dir), stride, max_tokens, block, results)
 
 
 def run_dir_of(ckpt_dir: Path) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import sys
 from pathlib import Path
@@ -31,8 +32,9 @@ def sweep(
     Each run is an ordinary run directory under OUT named by what varies; OUT/sweep.json holds
     each run's status. Re-running skips finished runs and resumes the others. Exit code 1 when a
     run failed (the others go on), 130 when stopped by Ctrl-C."""
+    from gptcli import lock
     from gptcli.study.grid import Grid, load_grid, parse_seeds, parse_vary
-    from gptcli.study.sweep import Sweep
+    from gptcli.study.sweep import BUSY_ADVICE, Sweep
 
     with user_errors():
         if grid is not None:
@@ -52,10 +54,16 @@ def sweep(
             )
         if out is not None:
             spec.out = out
-        runner = Sweep(spec, jobs)
+        runner = Sweep(spec, jobs)  # validates every run before anything is written
+        # At once, before the live table: a second sweep of one directory is refused.
+        held = contextlib.ExitStack()
+        held.enter_context(lock.hold(spec.out, BUSY_ADVICE))
     console.print(f"sweep of {len(runner.states)} runs, {jobs} at a time, into {spec.out}")
-    with Live(console=console, refresh_per_second=2, transient=False) as live:
+    with held, Live(console=console, refresh_per_second=2, transient=False) as live:
         code = runner.run(lambda states: live.update(_status_table(states)))
+    for state in runner.states:
+        if state.status == "busy":
+            typer.echo(f"{state.name}: {state.error}", err=True)
     if code == 130:
         again = shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
         typer.echo(f"stopped; each run saved its checkpoint. Continue with: {again}", err=True)

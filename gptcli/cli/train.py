@@ -6,6 +6,7 @@ import math
 import shlex
 import signal
 import sys
+import warnings
 from pathlib import Path
 
 import typer
@@ -110,6 +111,7 @@ def train(
     Ctrl-C or SIGTERM stops after the current step with a checkpoint to --resume from (exit
     code 130 or 143). Under torchrun, rank 0 alone reports and writes."""
     from gptcli.config import load_config
+    from gptcli.model.norms import CausalLeakWarning
     from gptcli.training.distributed import from_env
     from gptcli.training.loop import train as run_train
 
@@ -119,6 +121,8 @@ def train(
         "train.tensorboard": True if tensorboard else None,
     }
     progress = _Progress()
+    # The training table's notes say it, once, in the command's own output.
+    warnings.filterwarnings("ignore", category=CausalLeakWarning)
     with user_errors():
         processes = from_env()
         try:

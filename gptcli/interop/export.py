@@ -22,7 +22,7 @@ from gptcli.errors import GptcliError
 from gptcli.interop import hf, hf_tokenizer
 from gptcli.model import GPT, count_params_formula
 from gptcli.model.mlp import hidden_size
-from gptcli.training import checkpoint
+from gptcli.training import checkpoint, formats
 
 FORMATS = ("hf", "safetensors")
 _VERSION = 1
@@ -100,6 +100,7 @@ def export(
                 "gptcli_export": _VERSION,
                 "format": fmt,
                 "step": src.step,
+                formats.FORMAT_KEY: formats.FORMAT,
                 "vocab_size": src.vocab_size,
                 "tokenizer": src.tokenizer_spec,
                 "config": src.config.to_dict(),

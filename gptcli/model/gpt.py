@@ -1,7 +1,6 @@
 """GPT: token (+ position) embeddings -> N blocks -> final norm -> LM head."""
 
 import math
-import warnings
 
 import torch
 import torch.nn as nn
@@ -68,12 +67,6 @@ class GPT(nn.Module):
         self.lm_head = nn.Linear(cfg.n_embd, vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.wte.weight
-        if NORMS[cfg.norm].mixes_positions:
-            warnings.warn(
-                f"norm '{cfg.norm}' mixes statistics across positions: in training mode a causal "
-                "model sees future tokens through them (eval mode uses running statistics)",
-                stacklevel=2,
-            )
         self.apply(self._init_weights)
         # GPT-2: scale the init of projections into the residual stream by 1/sqrt(2 * n_layer),
         # so the stream's variance does not grow with depth.

@@ -9,6 +9,23 @@ from gptcli.registry import Registry
 NORMS: Registry[type[nn.Module]] = Registry("norm")
 
 
+class CausalLeakWarning(UserWarning):
+    """Training a model whose norm mixes positions: a causal model then sees the future."""
+
+
+def causal_leak(norm: str) -> str | None:
+    """What training with this norm lets a causal model see, or None when nothing leaks.
+    Said where a model is built for training, not on every load: an eval-mode model uses
+    running statistics and is causal."""
+    if not NORMS[norm].mixes_positions:
+        return None
+    return (
+        f"norm '{norm}' mixes statistics across positions: in training mode a causal model "
+        "sees future tokens through them (eval mode uses running statistics; see gptcli "
+        "inspect norm-leak)"
+    )
+
+
 class ReferenceLayerNorm(nn.Module):
     """LayerNorm written out: each position is normalised over its own features (mean, biased
     variance, eps inside the square root, then scale and shift).

@@ -23,13 +23,14 @@ from typing import Any
 
 import yaml
 
-from gptcli import atomic
+from gptcli import atomic, lock
 from gptcli.errors import GptcliError
 from gptcli.study.grid import Combo, Grid, expand
 from gptcli.training import checkpoint
 from gptcli.training.device import available_cores
 
 SWEEP_FILE = "sweep.json"
+BUSY_ADVICE = "wait for it to finish, or sweep into another --out"
 LOG_FILE = "train.log"
 
 
@@ -39,7 +40,7 @@ class RunState:
     dir: str
     overrides: dict[str, Any]
     max_iters: int
-    status: str = "pending"  # pending, running, done, failed, interrupted
+    status: str = "pending"  # pending, running, done, failed, interrupted, busy
     error: str | None = None
     pid: int | None = None
     seconds: float | None = None
@@ -99,8 +100,12 @@ class Sweep:
                                       "runs": [asdict(s) for s in self.states]})  # fmt: skip
 
     def run(self, on_update: Callable[[list[RunState]], None] = lambda states: None) -> int:
-        """Run every unfinished combination; 0 when all finished, 1 when any failed, 130 when
-        stopped by Ctrl-C/SIGTERM."""
+        """Run every unfinished combination; 0 when all finished (or were skipped as busy), 1
+        when any failed, 130 when stopped by Ctrl-C/SIGTERM. One sweep per directory at once."""
+        with lock.hold(self.grid.out, BUSY_ADVICE):
+            return self._run(on_update)
+
+    def _run(self, on_update: Callable[[list[RunState]], None]) -> int:
         todo = [s for s in self.states if s.status != "done"]
         running: dict[str, tuple[subprocess.Popen, float]] = {}
         threads = max(1, available_cores() // self.jobs)
@@ -113,6 +118,8 @@ class Sweep:
             while todo or running:
                 while todo and len(running) < self.jobs and not self.stop_requests:
                     state = todo.pop(0)
+                    if self._busy(state):
+                        continue
                     running[state.name] = (self._start(state, threads), time.time())
                     self.save()
                 if self.stop_requests and not running:
@@ -132,6 +139,16 @@ class Sweep:
         if self.stop_requests:
             return 130
         return 1 if any(s.status == "failed" for s in self.states) else 0
+
+    def _busy(self, state: RunState) -> bool:
+        """Whether another process (a training started by hand, another sweep) holds the run's
+        directory: the run is then skipped, not failed."""
+        holder = lock.holder_of(Path(state.dir))
+        if holder is None:
+            return False
+        state.status, state.error = "busy", f"skipped: in use by {holder}"
+        self.save()
+        return True
 
     def _on_signal(self, signum, frame) -> None:
         self.stop_requests += 1
@@ -174,13 +191,15 @@ class Sweep:
             self.gpu_of.pop(name, None)
             state = next(s for s in self.states if s.name == name)
             state.pid, state.seconds = None, (state.seconds or 0.0) + time.time() - started
+            error = _error_line(Path(state.dir), code, self.log_start.get(name, 0))
             if code == 0:
                 state.status = "done"
             elif self.stop_requests and code in _STOPPED:
                 state.status = "interrupted"
+            elif code == 2 and " is in use by " in error:  # taken between the check and start
+                state.status, state.error = "busy", f"skipped: {error}"
             else:
-                state.status = "failed"
-                state.error = _error_line(Path(state.dir), code, self.log_start.get(name, 0))
+                state.status, state.error = "failed", error
             self.save()
 
 

@@ -18,7 +18,7 @@ import json
 import os
 import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from gptcli.config import Config, config_from_dict
 from gptcli.data.tokenizers import Tokenizer, tokenizer_from_spec
 from gptcli.errors import GptcliError, first_line
 from gptcli.model import GPT, check_config
+from gptcli.training import formats
 
 POINTER = "checkpoints.json"
 MODEL_FILE = "model.pt"
@@ -49,11 +50,17 @@ class Checkpoint:
     step: int
     # An export's tensors: model name -> (name in model.safetensors, stored transposed).
     exported: dict[str, tuple[str, bool]] | None = None
+    # Exact conversions of an older format's weights to this version's maths (formats.py).
+    conversions: list[formats.Change] = field(default_factory=list)
 
     def model_state(self) -> dict[str, torch.Tensor]:
         if self.exported is not None:
-            return _export_state(self.dir / EXPORT_WEIGHTS, self.exported)
-        return _torch_load(self.dir / MODEL_FILE)
+            state = _export_state(self.dir / EXPORT_WEIGHTS, self.exported)
+        else:
+            state = _torch_load(self.dir / MODEL_FILE)
+        for change in self.conversions:
+            state = change.convert(state)
+        return state
 
     def trainer_state(self) -> dict[str, Any]:
         if self.exported is not None:
@@ -124,6 +131,7 @@ def save(
                 "tokenizer": tokenizer_spec,
                 "step": step,
                 "val_loss": val_loss,
+                formats.FORMAT_KEY: formats.FORMAT,
             },
         )
         final = run_dir / name
@@ -179,7 +187,8 @@ def load(path: str | Path, which: str = "best") -> Checkpoint:
         info = json.loads(cfg_path.read_text(encoding="utf-8"))
         config = config_from_dict(info["config"], source=str(cfg_path))
         check_config(config.model)
-        return Checkpoint(
+        fmt = formats.format_of(info)
+        ckpt = Checkpoint(
             dir=ckpt_dir,
             config=config,
             vocab_size=int(info["vocab_size"]),
@@ -188,6 +197,8 @@ def load(path: str | Path, which: str = "best") -> Checkpoint:
         )
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise GptcliError(f"checkpoint {ckpt_dir} is corrupt or incomplete ({exc})") from None
+    ckpt.conversions = formats.check(fmt, config.model, f"checkpoint {ckpt_dir}")
+    return ckpt
 
 
 def is_export(path: str | Path) -> bool:
@@ -207,7 +218,8 @@ def _load_export(path: Path) -> Checkpoint:
             str(name): (str(where["stored"]), bool(where["transposed"]))
             for name, where in info["tensors"].items()
         }
-        return Checkpoint(
+        fmt = formats.format_of(info)
+        ckpt = Checkpoint(
             dir=path,
             config=config,
             vocab_size=int(info["vocab_size"]),
@@ -217,6 +229,8 @@ def _load_export(path: Path) -> Checkpoint:
         )
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise GptcliError(f"export {path} is corrupt or incomplete ({exc})") from None
+    ckpt.conversions = formats.check(fmt, config.model, f"export {path}")
+    return ckpt
 
 
 def _export_state(path: Path, tensors: dict[str, tuple[str, bool]]) -> dict[str, torch.Tensor]:

@@ -7,6 +7,7 @@ WORLD_SIZE=1) everything here is a single process and every collective is the id
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -71,8 +72,17 @@ def setup(d: Dist, device: str) -> torch.device:
 
 
 def teardown(d: Dist) -> None:
+    """Leave the process group while the interpreter is whole.
+
+    The DDP wrapper's reducer holds the group, and modules sit in reference cycles: without a
+    collection here the group's C++ object (and gloo's threads) would be destroyed during
+    interpreter shutdown, which can abort the process (SIGABRT after a complete run; see
+    pytorch/pytorch#179291). The caller has passed a barrier first on the normal path, so no
+    process leaves while another still evaluates or saves."""
     if d.enabled and dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
+        gc.collect()
 
 
 def all_sum(d: Dist, t: torch.Tensor, device: torch.device) -> torch.Tensor:

@@ -15,6 +15,7 @@ import time
 
 import torch
 
+from gptcli import lock
 from gptcli.config import Config
 from gptcli.data.tokenizers import tokenizer_from_spec
 from gptcli.errors import GptcliError
@@ -55,16 +56,43 @@ def train(
     )
     set_cpu_threads(cfg.train.threads, device)
     try:
-        cb = (callbacks or Callbacks()) if d.is_main else Callbacks()
-        run = build_run(cfg, d, device, resume_run=resume, force=force)
-        cb.on_start(run_info(run))
-        if d.is_main and force and not resume:
-            checkpoint.forget(run.out_dir)  # only now that the new run is sure to start
-        log = metrics_log(run, append=resume)
-        with log, StopSignal(escalate=not d.enabled) as stop:
-            return Loop(run, cb, log, stop).fit()
+        with hold_run_dir(d, cfg.train.out_dir):
+            return _train(cfg, d, device, resume, force, callbacks)
     finally:
         distributed.teardown(d)
+
+
+def _train(cfg: Config, d, device, resume: bool, force: bool, callbacks) -> TrainResult:
+    cb = (callbacks or Callbacks()) if d.is_main else Callbacks()
+    run = build_run(cfg, d, device, resume_run=resume, force=force)
+    cb.on_start(run_info(run))
+    if d.is_main and force and not resume:
+        checkpoint.forget(run.out_dir)  # only now that the new run is sure to start
+    log = metrics_log(run, append=resume)
+    with log, StopSignal(escalate=not d.enabled) as stop:
+        result = Loop(run, cb, log, stop).fit()
+    # Every process waits here until rank 0 has evaluated and saved, so that no process
+    # tears its process group down while another still uses it (see distributed.teardown).
+    distributed.barrier(d)
+    return result
+
+
+@contextlib.contextmanager
+def hold_run_dir(d, out_dir: str):
+    """One process per run directory: rank 0 holds its lock for the whole run, and every
+    process learns at once when another process holds it."""
+    with contextlib.ExitStack() as held:
+        problem = None
+        if d.is_main:
+            try:
+                advice = "wait for it to finish, or train into another --out"
+                held.enter_context(lock.hold(out_dir, advice))
+            except GptcliError as exc:
+                problem = str(exc)
+        problem = distributed.gather(d, problem)[0]
+        if problem:
+            raise GptcliError(problem)
+        yield
 
 
 def metrics_log(run: Run, append: bool) -> MetricsLog:
@@ -116,9 +144,6 @@ class Loop:
                     self.saved, self.saved_step = save(run, done, None), done
                 break
             t_last = time.perf_counter()  # keep eval and saving out of the next step's tokens/s
-        # No process may leave before rank 0 has written the checkpoint: torchrun stops the
-        # others as soon as one exits with an error code.
-        distributed.barrier(run.d)
         result = self.result(done, time.perf_counter() - t_start, stopped_by)
         if tc.final_eval and run.d.is_main and not stopped_by and self.saved_step == done:
             result.full_val = self.full_eval(done)

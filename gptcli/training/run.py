@@ -4,6 +4,7 @@ model, optimizer, and the state it resumes from; and how it saves a checkpoint."
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import torch
 from gptcli.config import Config
 from gptcli.data.dataset import TokenDataset
 from gptcli.model import GPT
-from gptcli.model.norms import NORMS
+from gptcli.model.norms import NORMS, CausalLeakWarning, causal_leak
 from gptcli.training import checkpoint, distributed, resume
 from gptcli.training.batches import StepShare, micro_batches, step_share
 from gptcli.training.device import resolve_precision
@@ -60,6 +61,8 @@ def build_run(cfg: Config, d: Dist, device: torch.device, *, resume_run: bool, f
 
     torch.manual_seed(tc.seed)
     model = GPT(cfg.model, data.vocab_size).to(device)
+    if leak := causal_leak(cfg.model.norm):
+        warnings.warn(leak, CausalLeakWarning, stacklevel=2)
     if d.rank:
         torch.manual_seed(tc.seed + d.rank)  # its own dropout noise; DDP syncs the weights
     if init_state is not None:
@@ -109,6 +112,8 @@ def _notes(run: Run) -> list[str]:
             f"each of the {run.d.world_size} processes runs {rows} rows of every micro-batch "
             "(grad_accum does not split over the processes, batch_size does)"
         )
+    if leak := causal_leak(run.cfg.model.norm):
+        notes.append(leak)
     if run.d.enabled and NORMS[run.cfg.model.norm].mixes_positions:
         notes.append(
             f"{run.cfg.model.norm} statistics are per process: each normalises over its own "

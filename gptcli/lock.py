@@ -1,0 +1,117 @@
+"""One process per run directory: an advisory lock held while a process writes into it.
+
+The lock is flock(2) on DIR/.lock, so the kernel drops it when its holder dies however it dies
+(kill -9 included): a stale lock file never blocks the next run. The file also names the holder
+(pid and command) so that a refused process can say who holds the directory.
+
+Locks are reentrant within a process (train's final evaluation writes eval.json into the run it
+already holds), and a process's locks are counted by directory, not by file descriptor, because
+flock treats two descriptors of one process on one file as two competing holders.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+from gptcli.errors import GptcliError
+
+LOCK_FILE = ".lock"
+
+_held: dict[Path, tuple[int, int]] = {}  # directory -> (file descriptor, depth)
+_guard = threading.Lock()
+
+
+class DirectoryBusy(GptcliError):
+    """Another live process holds the directory."""
+
+    def __init__(self, directory: Path, holder: str, advice: str):
+        super().__init__(f"{directory} is in use by {holder}; {advice}")
+        self.directory, self.holder = directory, holder
+
+
+def holder_of(directory: Path) -> str | None:
+    """Who holds directory's lock ('process 123 (gptcli train ...)'), or None when nobody does."""
+    if Path(directory).resolve() in _held:
+        return None  # this process: never busy for itself
+    path = Path(directory) / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _describe(path)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def hold(directory: str | Path, advice: str = "wait for it to finish") -> Iterator[None]:
+    """Hold directory (created if missing) for the block, or raise DirectoryBusy at once,
+    naming the holder and then advice."""
+    key = Path(directory).resolve()
+    with _guard:
+        if key in _held:
+            fd, depth = _held[key]
+            _held[key] = (fd, depth + 1)
+        else:
+            _held[key] = (_acquire(key, advice), 1)
+    try:
+        yield
+    finally:
+        with _guard:
+            fd, depth = _held[key]
+            if depth > 1:
+                _held[key] = (fd, depth - 1)
+            else:
+                del _held[key]
+                os.close(fd)  # releases the flock
+
+
+def _acquire(directory: Path, advice: str) -> int:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise DirectoryBusy(directory, _describe(path), advice) from None
+    except BaseException:
+        os.close(fd)
+        raise
+    # The holder's name, for whoever is refused; written in place (the lock is on this inode,
+    # so the file must not be replaced).
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()} {_command()}\n".encode(), 0)
+    return fd
+
+
+def _describe(path: Path) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace").strip()
+    except OSError:
+        text = ""
+    pid, _, command = text.partition(" ")
+    if not pid.isdigit():
+        return "another process"
+    return f"process {pid}" + (f" ({command})" if command else "")
+
+
+def _command() -> str:
+    argv = list(sys.argv) or ["python"]
+    # `python -m gptcli` (as torchrun and the sweep start it): name the package, not the file.
+    main = os.path.basename(os.path.dirname(argv[0])) if argv[0].endswith("__main__.py") else ""
+    argv[0] = main or os.path.basename(argv[0])
+    text = " ".join(argv)
+    return text if len(text) <= 200 else text[:197] + "..."

@@ -23,11 +23,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from gptcli import atomic, lock
+from gptcli import atomic, lock, memory
 from gptcli.data.dataset import SPLITS, TokenDataset
 from gptcli.data.tokenizers import Tokenizer
 from gptcli.errors import GptcliError
 from gptcli.model import GPT
+from gptcli.model.mlp import hidden_size
 from gptcli.training import checkpoint
 from gptcli.training.checkpoint import load_model
 
@@ -174,33 +175,56 @@ def evaluate_model(
     batch_size: int = 16,
     max_tokens: int | None = None,
     autocast_ctx: Callable[[], Any] = contextlib.nullcontext,
+    max_memory: int | None = None,
 ) -> list[ContextResult]:
-    """Score tokens at each context, in eval mode; a context the model cannot take (learned
-    positions past block_size, a split shorter than one window) is refused on its own."""
+    """Score tokens at each context, in eval mode, each forward pass within max_memory bytes
+    (default: half the free memory; see memory.py). A context the model cannot take (learned
+    positions past block_size, a split shorter than one window, too big for the budget) is
+    refused on its own, before any context is scored."""
     if max_tokens is not None:
         tokens = tokens[:max_tokens]
     block = model.cfg.block_size
     device = next(model.parameters()).device
+    budget = max_memory if max_memory is not None else memory.default_budget(device)
+    results, plans = [], {}
+    for context in contexts:
+        result = ContextResult(context, context > block)
+        result.refused = _why_not(model, len(tokens), context, stride)
+        if result.refused is None:
+            try:
+                plans[context] = _plan(model, context, batch_size, budget)
+            except GptcliError as exc:
+                result.refused = str(exc)
+        results.append(result)
+    if not plans:
+        return results
     n_bytes = scored_bytes(tokenizer, tokens)
-    was_training = model.training
+    was_training, chunk = model.training, model.query_chunk
     model.eval()
 
     def logits(x: torch.Tensor) -> torch.Tensor:
         with autocast_ctx():
             return model(x)[0]
 
-    results = []
     try:
-        for context in contexts:
-            result = ContextResult(context, context > block)
-            result.refused = _why_not(model, len(tokens), context, stride)
+        for result in results:
             if result.refused is None:
-                result.score = score_tokens(logits, tokens, context, stride, batch_size, device)
+                plan = plans[result.context]
+                model.query_chunk = plan.chunk
+                result.score = score_tokens(
+                    logits, tokens, result.context, stride, plan.batch, device
+                )
                 result.n_bytes = n_bytes
-            results.append(result)
     finally:
         model.train(was_training)
+        model.query_chunk = chunk
     return results
+
+
+def _plan(model: GPT, context: int, batch_size: int, budget: int) -> memory.Plan:
+    biased = model.positions.biases_scores
+    hidden = hidden_size(model.cfg)
+    return memory.plan(model.cfg, hidden, model.vocab_size, context, batch_size, budget, biased)
 
 
 def _why_not(model: GPT, n_tokens: int, context: int, stride: int | None) -> str | None:
@@ -262,11 +286,13 @@ def evaluate_checkpoint(
     device: str = "auto",
     precision: str | None = None,
     write: bool = True,
+    max_memory: int | None = None,
 ) -> EvalReport:
     """Score a checkpoint on a whole split (see the module docstring) and, with write, merge the
     results into RUN/eval.json (holding the run directory meanwhile: one process at a time)."""
     args = dict(which=which, data_dir=data_dir, split=split, contexts=contexts, stride=stride,
-                batch_size=batch_size, max_tokens=max_tokens, device=device, precision=precision)
+                batch_size=batch_size, max_tokens=max_tokens, device=device, precision=precision,
+                max_memory=max_memory)
     if not write:
         return _evaluate_checkpoint(path, **args)
     run_dir = run_dir_of(checkpoint.resolve(path, which))
@@ -277,7 +303,8 @@ def evaluate_checkpoint(
 
 
 def _evaluate_checkpoint(
-    path, *, which, data_dir, split, contexts, stride, batch_size, max_tokens, device, precision
+    path, *, which, data_dir, split, contexts, stride, batch_size, max_tokens, device, precision,
+    max_memory,
 ) -> EvalReport:
     from gptcli.training.device import autocast, resolve_device, resolve_precision
 
@@ -296,7 +323,7 @@ def _evaluate_checkpoint(
     prec = resolve_precision(wanted, dev)
     results = evaluate_model(
         model, tokenizer, data.splits[split], contexts, stride=stride, batch_size=batch_size,
-        max_tokens=max_tokens, autocast_ctx=lambda: autocast(dev, prec),
+        max_tokens=max_tokens, autocast_ctx=lambda: autocast(dev, prec), max_memory=max_memory,
     )  # fmt: skip
     if all(r.refused for r in results):
         raise GptcliError(results[0].refused)

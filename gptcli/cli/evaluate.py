@@ -26,6 +26,10 @@ def eval_(
     ),
     batch_size: int = typer.Option(16, help="Windows per forward pass (does not change scores)."),
     max_tokens: int | None = typer.Option(None, help="Score only the split's first N tokens."),
+    max_memory: float | None = typer.Option(
+        None, help="GiB one forward pass may use; the batch and attention blocks are chosen to "
+        "fit, and a context that cannot is refused \\[default: half the free memory]."
+    ),
     output: str = typer.Option("table", "--format", help="table | json"),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N | mps"),
     precision: str | None = typer.Option(
@@ -48,7 +52,7 @@ def eval_(
         report = evaluate_checkpoint(
             checkpoint, which=which, data_dir=data, split=split, contexts=_contexts(context),
             stride=stride, batch_size=batch_size, max_tokens=max_tokens, device=device,
-            precision=precision,
+            precision=precision, max_memory=_bytes(max_memory),
         )  # fmt: skip
     if output == "json":
         typer.echo(json.dumps([r.record() for r in report.results], indent=2))
@@ -58,6 +62,14 @@ def eval_(
             if r.refused:
                 typer.echo(f"context {r.context} refused: {r.refused}", err=True)
         console.print(f"results merged into {report.eval_file}")
+
+
+def _bytes(gib: float | None) -> int | None:
+    if gib is None:
+        return None
+    if gib <= 0:
+        raise GptcliError(f"--max-memory must be a number of GiB > 0, got {gib}")
+    return int(gib * 2**30)
 
 
 def _contexts(text: str | None) -> list[int] | None:

@@ -7,10 +7,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from gptcli.config import ModelConfig
-from gptcli.model.attention import CausalSelfAttention, LayerKV
+from gptcli.model.attention import CausalSelfAttention, LayerKV, ScoreBias
 from gptcli.model.mlp import MLP, hidden_size
 from gptcli.model.norms import NORMS
-from gptcli.model.positions import POSITIONS, PositionScheme, causal_mask
+from gptcli.model.positions import POSITIONS, PositionScheme
 from gptcli.registry import Registry
 
 PLACEMENTS: Registry[type["Block"]] = Registry("norm placement")
@@ -33,8 +33,8 @@ class Block(nn.Module):
 class PreNormBlock(Block):
     """GPT-2: normalise the input of each sublayer; the residual stream stays unnormalised."""
 
-    def forward(self, x, positions, start, attn_bias, kv=None):
-        x = x + self.attn(self.ln_1(x), positions, start, attn_bias, kv)
+    def forward(self, x, positions, start, bias, kv=None):
+        x = x + self.attn(self.ln_1(x), positions, start, bias, kv)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -44,8 +44,8 @@ class PostNormBlock(Block):
 
     final_norm = False
 
-    def forward(self, x, positions, start, attn_bias, kv=None):
-        x = self.ln_1(x + self.attn(x, positions, start, attn_bias, kv))
+    def forward(self, x, positions, start, bias, kv=None):
+        x = self.ln_1(x + self.attn(x, positions, start, bias, kv))
         return self.ln_2(x + self.mlp(x))
 
 
@@ -54,6 +54,9 @@ class GPT(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.vocab_size = vocab_size
+        # Queries per attention block where scores carry a bias (None: all at once). Evaluation
+        # at long contexts sets it so that memory stays bounded (see attention.ScoreBias).
+        self.query_chunk: int | None = None
         block = PLACEMENTS[cfg.norm_placement]
         if problem := POSITIONS[cfg.position].check(cfg):
             raise ValueError(problem)
@@ -114,12 +117,9 @@ class GPT(nn.Module):
                 "crop the input to block_size tokens"
             )
         x = self.drop(self.positions.embed(self.wte(idx), start))
-        attn_bias = self.positions.attn_bias(T, start + T, idx.device)
-        if attn_bias is None and start and T > 1:
-            # New queries after cached keys: is_causal would align the mask to the wrong corner.
-            attn_bias = causal_mask(T, start + T, idx.device)
+        bias = ScoreBias(self.positions, T, start, idx.device, self.query_chunk)
         for i, block in enumerate(self.blocks):
-            x = block(x, self.positions, start, attn_bias, cache[i] if cache else None)
+            x = block(x, self.positions, start, bias, cache[i] if cache else None)
         logits = self.lm_head(self.ln_f(x))
         loss = None
         if targets is not None:

@@ -33,7 +33,7 @@ def causal_mask(t_q: int, t_k: int, device: torch.device) -> torch.Tensor:
     return torch.zeros(t_q, t_k, device=device).masked_fill(k > q, float("-inf"))
 
 
-def _bound(cache: dict, size: int = 8) -> None:
+def _make_room(cache: dict, size: int = 8) -> None:
     # Cached decoding asks for a new key length every token: keep only a few recent shapes.
     if len(cache) >= size:
         cache.pop(next(iter(cache)))
@@ -50,6 +50,8 @@ def query_key_distance(t_q: int, t_k: int, device: torch.device) -> torch.Tensor
 class PositionScheme(nn.Module):
     # The longest sequence the scheme can encode; None means any length.
     max_len: int | None = None
+    # Whether attn_bias adds to the scores (beyond the causal mask).
+    biases_scores = False
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -71,9 +73,12 @@ class PositionScheme(nn.Module):
         """q, k: (B, H, T, D) of positions start .. start+T-1; returns them position-encoded."""
         return q, k
 
-    def attn_bias(self, t_q: int, t_k: int, device: torch.device) -> torch.Tensor | None:
+    def attn_bias(
+        self, t_q: int, t_k: int, device: torch.device, keep: bool = True
+    ) -> torch.Tensor | None:
         """An additive (H, t_q, t_k) bias with the causal mask folded in, or None when plain
-        causal attention is enough (the fast is_causal path)."""
+        causal attention is enough (the fast is_causal path). keep=False: built for one use (a
+        block of a long evaluation), so not worth the memory of keeping."""
         return None
 
 
@@ -192,20 +197,24 @@ def alibi_slopes(n_head: int) -> torch.Tensor:
 class ALiBiPositions(PositionScheme):
     """Fixed linear distance penalties: head h adds -slope_h * (query - key) to its scores."""
 
+    biases_scores = True
+
     def __init__(self, cfg: ModelConfig):
         super().__init__(cfg)
         self.register_buffer("slopes", alibi_slopes(cfg.n_head), persistent=False)
         self._cache: dict[tuple, torch.Tensor] = {}
 
-    def attn_bias(self, t_q: int, t_k: int, device: torch.device) -> torch.Tensor:
+    def attn_bias(self, t_q: int, t_k: int, device: torch.device, keep: bool = True):
         # Constant, so built once per shape and reused by every layer and every step.
         key = (t_q, t_k, device)
-        if key not in self._cache:
-            _bound(self._cache)
-            dist = query_key_distance(t_q, t_k, device).clamp(min=0).float()
-            bias = -self.slopes.to(device)[:, None, None] * dist
-            self._cache[key] = bias + causal_mask(t_q, t_k, device)
-        return self._cache[key]
+        if key in self._cache:
+            return self._cache[key]
+        dist = query_key_distance(t_q, t_k, device).clamp(min=0).float()
+        bias = -self.slopes.to(device)[:, None, None] * dist + causal_mask(t_q, t_k, device)
+        if keep:
+            _make_room(self._cache)
+            self._cache[key] = bias
+        return bias
 
 
 @POSITIONS.register("relative")
@@ -215,6 +224,8 @@ class RelativePositionBias(PositionScheme):
     half the buckets hold exact distances 0, 1, 2, ..., the rest are log-spaced up to
     relative_max_distance, beyond which all distances share the last bucket. One table is
     shared by all layers, as in T5."""
+
+    biases_scores = True
 
     def __init__(self, cfg: ModelConfig):
         super().__init__(cfg)
@@ -246,13 +257,16 @@ class RelativePositionBias(PositionScheme):
         far = exact + (log_ratio * (self.n_buckets - exact)).long()
         return torch.where(dist < exact, dist, far.clamp(max=self.n_buckets - 1))
 
-    def attn_bias(self, t_q: int, t_k: int, device: torch.device) -> torch.Tensor:
+    def attn_bias(self, t_q: int, t_k: int, device: torch.device, keep: bool = True):
         key = (t_q, t_k, device)
-        if key not in self._buckets:
-            _bound(self._buckets)
+        if key in self._buckets:
+            buckets, mask = self._buckets[key]
+        else:
             dist = query_key_distance(t_q, t_k, device)
-            self._buckets[key] = (self.bucket(dist), causal_mask(t_q, t_k, device))
-        buckets, mask = self._buckets[key]
+            buckets, mask = self.bucket(dist), causal_mask(t_q, t_k, device)
+            if keep:
+                _make_room(self._buckets)
+                self._buckets[key] = (buckets, mask)
         # The lookup depends on trainable weights, so it is redone once per forward (not per
         # layer); the bucket indices and the mask are cached.
         return self.bias(buckets).permute(2, 0, 1) + mask

@@ -44,15 +44,16 @@ def attention_weights(model: GPT, idx: torch.Tensor) -> torch.Tensor:
         ])  # fmt: skip
 
 
-def layer_weights(attn, x, positions, start, attn_bias, kv=None) -> torch.Tensor:
+def layer_weights(attn, x, positions, start, bias, kv=None) -> torch.Tensor:
     """One layer's (B, H, T, T) weights from its forward arguments (no KV cache)."""
     B, T, C = x.shape
     q, k, _ = attn.c_attn(x).split(C, dim=2)
     q, k = (t.view(B, T, attn.n_head, C // attn.n_head).transpose(1, 2) for t in (q, k))
     q, k = positions.rotate(q, k, start)
     scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])
-    bias = attn_bias if attn_bias is not None else causal_mask(T, T, x.device)
-    return F.softmax(scores.float() + bias, dim=-1)
+    rows = bias.rows(0, T)
+    rows = rows if rows is not None else causal_mask(T, T, x.device)
+    return F.softmax(scores.float() + rows, dim=-1)
 
 
 def encode_prompt(tokenizer, prompt: str, max_len: int) -> list[int]:

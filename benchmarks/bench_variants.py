@@ -1,4 +1,5 @@
-"""Training speed of every position x norm variant, relative to learned + layernorm.
+"""Training speed of every position x norm variant, relative to learned + layernorm; with
+--blocks, of every attention and MLP choice, relative to the standard block.
 
 Measures forward + backward + AdamW steps on random tokens at the nanoGPT CPU shakespeare size
 (4 layers, 4 heads, 128 wide, block 64, batch 12, vocab 65) unless told otherwise. Variants are
@@ -6,6 +7,7 @@ timed in interleaved rounds and each reports its median step time, so a noisy ma
 of them alike; read the ratios, not the absolute numbers.
 
     .venv/bin/python benchmarks/bench_variants.py [--rounds 5] [--steps 20] [--device cpu]
+    .venv/bin/python benchmarks/bench_variants.py --blocks
 """
 
 from __future__ import annotations
@@ -22,6 +24,18 @@ from gptcli.config import ModelConfig
 from gptcli.model import GPT
 from gptcli.model.norms import NORMS
 from gptcli.model.positions import POSITIONS
+
+# The attention and MLP choices, each on RoPE + RMSNorm (the Llama block's other parts); the
+# gated MLPs at the standard MLP's parameter count (hidden width 2/3, rounded).
+BLOCKS = {
+    "standard": {"norm": "rmsnorm"},
+    "swiglu": {"norm": "rmsnorm", "mlp": "swiglu"},
+    "geglu": {"norm": "rmsnorm", "mlp": "geglu"},
+    "gqa (2 kv heads)": {"norm": "rmsnorm", "n_kv_head": 2},
+    "mqa (1 kv head)": {"norm": "rmsnorm", "n_kv_head": 1},
+    "qk_norm": {"norm": "rmsnorm", "qk_norm": "rmsnorm"},
+    "relu2": {"norm": "rmsnorm", "activation": "relu2"},
+}
 
 
 def step_time(model, opt, x, y, steps: int) -> float:
@@ -47,18 +61,25 @@ def main() -> None:
     ap.add_argument("--block", type=int, default=64)
     ap.add_argument("--vocab", type=int, default=65)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--blocks", action="store_true", help="attention and MLP choices")
     args = ap.parse_args()
 
     device = torch.device(args.device)
     g = torch.Generator().manual_seed(0)
     x = torch.randint(args.vocab, (args.batch, args.block), generator=g).to(device)
     y = torch.randint(args.vocab, (args.batch, args.block), generator=g).to(device)
-    variants = list(itertools.product(POSITIONS.names(), NORMS.names()))
+    if args.blocks:
+        variants = {name: {"position": "rope", **keys} for name, keys in BLOCKS.items()}
+        base_name = "standard"
+    else:
+        variants = {f"{p} {n}": {"position": p, "norm": n}
+                    for p, n in itertools.product(POSITIONS.names(), NORMS.names())}  # fmt: skip
+        base_name = "learned layernorm"
     runs = {}
-    for position, norm in variants:
+    for name, keys in variants.items():
         cfg = ModelConfig(
             n_layer=args.n_layer, n_head=args.n_head, n_embd=args.n_embd,
-            block_size=args.block, bias=False, position=position, norm=norm,
+            block_size=args.block, bias=False, **keys,
         )  # fmt: skip
         torch.manual_seed(0)
         with warnings.catch_warnings():
@@ -66,26 +87,26 @@ def main() -> None:
             model = GPT(cfg, args.vocab).to(device).train()
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
         step_time(model, opt, x, y, 3)  # warm-up
-        runs[(position, norm)] = (model, opt, [])
+        runs[name] = (model, opt, [])
     for _ in range(args.rounds):
         for model, opt, times in runs.values():
             times.append(step_time(model, opt, x, y, args.steps))
 
     tokens = args.batch * args.block
-    base = statistics.median(runs[("learned", "layernorm")][2])
+    base = statistics.median(runs[base_name][2])
     print(
         f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}; "
         f"{args.n_layer} layers x {args.n_embd} wide, block {args.block}, batch {args.batch}; "
         f"median of {args.rounds} rounds x {args.steps} steps"
     )
-    print(f"{'position':<10} {'norm':<10} {'ms/step':>8} {'tokens/s':>10} {'step time / base':>17}")
+    print(f"{'variant':<22} {'params':>9} {'ms/step':>8} {'tokens/s':>10} {'step / base':>12}")
     worst = 0.0
-    for (position, norm), (_, _, times) in runs.items():
+    for name, (model, _, times) in runs.items():
         t = statistics.median(times)
         worst = max(worst, t / base)
-        print(f"{position:<10} {norm:<10} {t * 1e3:8.2f} {tokens / t:10,.0f} {t / base:17.2f}")
-    print(f"slowest variant: {worst:.2f}x the learned + layernorm step time")
-
+        print(f"{name:<22} {model.num_params():>9,} {t * 1e3:8.2f} {tokens / t:10,.0f} "
+              f"{t / base:12.2f}")  # fmt: skip
+    print(f"slowest variant: {worst:.2f}x the {base_name} step time")
 
 if __name__ == "__main__":
     main()

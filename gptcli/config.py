@@ -37,8 +37,12 @@ class ModelConfig:
     norm: str = "layernorm"
     norm_placement: str = "pre"
     tie_embeddings: bool = True
+    n_kv_head: int | None = None  # key/value heads; None: n_head (1: multi-query)
+    qk_norm: str = "none"  # a norm per head on q and k, before the position rotation
+    mlp: str = "standard"  # standard, or gated: swiglu, geglu
     mlp_ratio: float = 4.0
-    activation: str = "gelu_tanh"
+    mlp_hidden: int | None = None  # the hidden width itself; None: from mlp_ratio
+    activation: str = "gelu_tanh"  # the standard MLP's
     rope_base: float = 10000.0  # position: rope
     relative_buckets: int = 32  # position: relative
     relative_max_distance: int = 128  # position: relative
@@ -112,6 +116,8 @@ _RULES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "model.block_size": (lambda v: v >= 1, "an integer >= 1"),
     "model.dropout": (lambda v: 0.0 <= v < 1.0, "a number in [0, 1)"),
     "model.mlp_ratio": (lambda v: v > 0, "a number > 0"),
+    "model.n_kv_head": (lambda v: v is None or v >= 1, "an integer >= 1 or null (n_head)"),
+    "model.mlp_hidden": (lambda v: v is None or v >= 1, "an integer >= 1 or null (mlp_ratio)"),
     "model.rope_base": (lambda v: v > 1, "a number > 1"),
     "model.relative_buckets": (lambda v: v >= 2, "an integer >= 2"),
     "model.relative_max_distance": (lambda v: v >= 1, "an integer >= 1"),
@@ -232,6 +238,10 @@ def _validate(cfg: Config) -> None:
     m, t = cfg.model, cfg.train
     if m.n_embd % m.n_head != 0:
         _fail("model.n_embd", f"{m.n_embd} is not divisible by model.n_head={m.n_head}")
+    if m.n_kv_head is not None and m.n_head % m.n_kv_head != 0:
+        divisors = [str(d) for d in range(1, m.n_head + 1) if m.n_head % d == 0]
+        _fail("model.n_kv_head", f"{m.n_kv_head} does not divide model.n_head={m.n_head}; "
+              f"use one of {', '.join(divisors)} (1 is multi-query)")  # fmt: skip
     if t.min_lr > t.lr:
         _fail("train.min_lr", f"{t.min_lr} is larger than train.lr={t.lr}")
 

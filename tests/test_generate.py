@@ -80,12 +80,23 @@ from gptcli.model.norms import NORMS  # noqa: E402
 from gptcli.model.positions import POSITIONS  # noqa: E402
 
 VARIANTS = list(itertools.product(POSITIONS.names(), NORMS.names()))
+# The attention and MLP choices (see tests/model/test_variants.py), each over every variant.
+BLOCKS = {
+    "mha": {},
+    "gqa": {"n_kv_head": 2},
+    "mqa": {"n_kv_head": 1},
+    "qknorm": {"qk_norm": "rmsnorm"},
+    "swiglu": {"mlp": "swiglu"},
+    "geglu": {"mlp": "geglu"},
+    "relu2": {"activation": "relu2"},
+    "silu": {"activation": "silu"},
+}
 
 
-def variant(position, norm, placement="pre"):
+def variant(position, norm, placement="pre", block="mha"):
     cfg = ModelConfig(
-        n_layer=3, n_head=2, n_embd=32, block_size=12, position=position, norm=norm,
-        norm_placement=placement, relative_buckets=8, relative_max_distance=16,
+        n_layer=3, n_head=4, n_embd=32, block_size=12, position=position, norm=norm,
+        norm_placement=placement, relative_buckets=8, relative_max_distance=16, **BLOCKS[block],
     )  # fmt: skip
     torch.manual_seed(0)
     with warnings.catch_warnings():
@@ -99,9 +110,10 @@ def variant(position, norm, placement="pre"):
     return model.eval()
 
 
+@pytest.mark.parametrize("block", BLOCKS)
 @pytest.mark.parametrize(("position", "norm"), VARIANTS, ids=["-".join(v) for v in VARIANTS])
-def test_cached_logits_equal_a_full_forward(position, norm):
-    model = variant(position, norm)
+def test_cached_logits_equal_a_full_forward(position, norm, block):
+    model = variant(position, norm, block=block)
     idx = torch.randint(30, (2, 12), generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         full, _ = model(idx)
@@ -113,10 +125,13 @@ def test_cached_logits_equal_a_full_forward(position, norm):
     torch.testing.assert_close(torch.cat(parts, dim=1), full, atol=1e-3, rtol=1e-3)
 
 
+@pytest.mark.parametrize("block", BLOCKS)
 @pytest.mark.parametrize("placement", ["pre", "post"])
 @pytest.mark.parametrize(("position", "norm"), VARIANTS, ids=["-".join(v) for v in VARIANTS])
-def test_cached_greedy_equals_uncached_within_and_past_the_window(position, norm, placement):
-    model = variant(position, norm, placement)
+def test_cached_greedy_equals_uncached_within_and_past_the_window(
+    position, norm, placement, block
+):
+    model = variant(position, norm, placement, block)
     idx = torch.randint(30, (2, 4), generator=torch.Generator().manual_seed(4))
     # 40 new tokens on a 12-token window: the window restarts several times.
     cached = torch.stack(list(generate(model, idx, 40, temperature=0.0)), dim=1)

@@ -2,8 +2,9 @@
 
 Two formats, both with the weights in model.safetensors and gptcli.json (the gptcli config, vocab
 size, tokenizer spec and where each tensor is stored; training.checkpoint reads it back):
-- hf: Hugging Face's GPT-2 layout (config.json, generation_config.json, tokenizer files), which
-  transformers loads with no custom code; only variants GPT-2's architecture can express;
+- hf: the layout of the Hugging Face architecture that computes the model exactly (GPT-2,
+  Llama or Qwen3; see families.py), with config.json, generation_config.json and tokenizer
+  files, which transformers loads with no custom code;
 - safetensors: any variant, in gptcli's own tensor names.
 """
 
@@ -20,33 +21,13 @@ from gptcli.config import Config, ModelConfig
 from gptcli.data.tokenizers import Tokenizer, tokenizer_from_spec
 from gptcli.errors import GptcliError
 from gptcli.interop import hf, hf_tokenizer
+from gptcli.interop.architectures import family_for
+from gptcli.interop.families import Family, Place
 from gptcli.model import GPT, count_params_formula
-from gptcli.model.mlp import hidden_size
 from gptcli.training import checkpoint, formats
 
 FORMATS = ("hf", "safetensors")
 _VERSION = 1
-
-# What GPT-2 fixes; each other value of these keys has no place in GPT2LMHeadModel.
-_GPT2 = {"position": "learned", "norm": "layernorm", "norm_placement": "pre"}
-# gptcli's activations -> transformers' names; gelu_new is GPT-2's own tanh approximation.
-_HF_ACTIVATIONS = {"gelu_tanh": "gelu_new", "gelu": "gelu", "relu": "relu"}
-
-
-def hf_problem(mc: ModelConfig) -> str | None:
-    """Why GPT-2's architecture cannot express mc (a message naming the key), or None."""
-    for key, value in _GPT2.items():
-        if getattr(mc, key) != value:
-            return f"model.{key} is {getattr(mc, key)!r}, but GPT-2 has {value!r} only"
-    if mc.activation not in _HF_ACTIVATIONS:
-        return (
-            f"model.activation is {mc.activation!r}, which GPT-2 cannot run "
-            f"(it can: {', '.join(_HF_ACTIVATIONS)})"
-        )
-    if not mc.bias:
-        return "model.bias is false, but GPT-2 has biases in every layer and norm"
-    return None
-
 
 @dataclass
 class ExportResult:
@@ -58,6 +39,7 @@ class ExportResult:
     vocab_size: int
     n_params: int
     files: list[str]
+    architecture: str | None = None  # the Hugging Face class, for --format hf
 
 
 def export(
@@ -76,24 +58,23 @@ def export(
     src = checkpoint.load(path, which)
     tokenizer = tokenizer_from_spec(src.tokenizer_spec)
     mc = src.config.model
+    family = None
     if fmt == "hf":
-        problem = hf_problem(mc) or hf_tokenizer.hf_problem(tokenizer)
-        if problem:
-            raise GptcliError(
-                f"cannot export as hf: {problem}; --format safetensors takes any variant"
-            )
+        family = _family(mc, tokenizer)
     _check_out(out_dir, src.dir, force)
     state = _checked_state(src)
-    if fmt == "hf":
-        table = hf.hf_tensor_names(state, mc.tie_embeddings)
+    if family is not None:
+        table = family.table(mc, list(state))
+        extra = family.extra_tensors(mc, state)
     else:  # gptcli's names; a tied lm_head is stored once, as wte
-        table = {name: (name, False) for name in state}
+        table = {name: Place((name,)) for name in state}
         if mc.tie_embeddings:
-            table["lm_head.weight"] = ("wte.weight", False)
+            table["lm_head.weight"] = Place(("wte.weight",))
+        extra = {}
     with atomic.new_dir(out_dir) as tmp:
-        _save_safetensors(tmp / checkpoint.EXPORT_WEIGHTS, state, table)
-        if fmt == "hf":
-            _write_hf(tmp, src, tokenizer)
+        _save_safetensors(tmp / checkpoint.EXPORT_WEIGHTS, state, table, extra)
+        if family is not None:
+            _write_hf(tmp, src, tokenizer, family)
         atomic.write_json(
             tmp / checkpoint.EXPORT_FILE,
             {
@@ -104,14 +85,23 @@ def export(
                 "vocab_size": src.vocab_size,
                 "tokenizer": src.tokenizer_spec,
                 "config": src.config.to_dict(),
-                "tensors": {k: {"stored": v[0], "transposed": v[1]} for k, v in table.items()},
+                "architecture": family.architecture if family else None,
+                "tensors": {name: place.record() for name, place in table.items()},
             },
         )
         files = sorted(p.name for p in tmp.iterdir())
     n_params = count_params_formula(mc, src.vocab_size)
     return ExportResult(
-        out_dir, fmt, src.dir, src.step, tokenizer.name, src.vocab_size, n_params, files
-    )
+        out_dir, fmt, src.dir, src.step, tokenizer.name, src.vocab_size, n_params, files,
+        family.architecture if family else None,
+    )  # fmt: skip
+
+
+def _family(mc: ModelConfig, tokenizer: Tokenizer) -> type[Family]:
+    """The Hugging Face architecture that computes mc exactly, or a one-line refusal."""
+    if problem := hf_tokenizer.hf_problem(tokenizer):
+        raise GptcliError(f"cannot export as hf: {problem}; --format safetensors takes any variant")
+    return family_for(mc)
 
 
 def _check_out(out_dir: Path, source_dir: Path, force: bool) -> None:
@@ -150,9 +140,9 @@ def _checked_state(src: checkpoint.Checkpoint) -> dict[str, torch.Tensor]:
     return state
 
 
-def _write_hf(tmp: Path, src: checkpoint.Checkpoint, tokenizer: Tokenizer) -> None:
+def _write_hf(tmp: Path, src: checkpoint.Checkpoint, tokenizer: Tokenizer, family) -> None:
     mc = src.config.model
-    atomic.write_json(tmp / hf.CONFIG_FILE, hf_config(mc, src.vocab_size, tokenizer))
+    atomic.write_json(tmp / hf.CONFIG_FILE, family.hf_config(mc, src.vocab_size, tokenizer))
     atomic.write_json(tmp / "generation_config.json", generation_config(src.config, tokenizer))
     for name, content in hf_tokenizer.tokenizer_files(tokenizer, mc.block_size).items():
         if isinstance(content, str):
@@ -164,36 +154,6 @@ def _write_hf(tmp: Path, src: checkpoint.Checkpoint, tokenizer: Tokenizer) -> No
 def _special_ids(tokenizer: Tokenizer) -> tuple[int, int | None]:
     """(what generation starts from, what ends a document or None) for transformers."""
     return tokenizer.start_ids()[0], tokenizer.separator_id
-
-
-def hf_config(mc: ModelConfig, vocab_size: int, tokenizer: Tokenizer) -> dict[str, Any]:
-    """transformers' GPT2Config for mc, every option that changes the computation spelled out."""
-    bos, eos = _special_ids(tokenizer)
-    return {
-        "architectures": ["GPT2LMHeadModel"],
-        "model_type": "gpt2",
-        "vocab_size": vocab_size,
-        "n_positions": mc.block_size,
-        "n_embd": mc.n_embd,
-        "n_layer": mc.n_layer,
-        "n_head": mc.n_head,
-        "n_inner": hidden_size(mc),
-        "activation_function": _HF_ACTIVATIONS[mc.activation],
-        "layer_norm_epsilon": 1e-5,
-        "resid_pdrop": mc.dropout,
-        "embd_pdrop": mc.dropout,
-        "attn_pdrop": mc.dropout,
-        "initializer_range": 0.02,
-        "scale_attn_weights": True,
-        "scale_attn_by_inverse_layer_idx": False,
-        "reorder_and_upcast_attn": False,
-        "add_cross_attention": False,
-        "tie_word_embeddings": mc.tie_embeddings,
-        "use_cache": True,
-        # Explicit nulls: GPT2Config would otherwise assume GPT-2's 50256.
-        "bos_token_id": bos,
-        "eos_token_id": eos,
-    }
 
 
 def generation_config(cfg: Config, tokenizer: Tokenizer) -> dict[str, Any]:
@@ -210,14 +170,17 @@ def generation_config(cfg: Config, tokenizer: Tokenizer) -> dict[str, Any]:
 
 
 def _save_safetensors(
-    path: Path, state: dict[str, torch.Tensor], table: dict[str, tuple[str, bool]]
+    path: Path,
+    state: dict[str, torch.Tensor],
+    table: dict[str, Place],
+    extra: dict[str, torch.Tensor],
 ) -> None:
     from safetensors.torch import save_file
 
-    tensors = {}
-    for name, (key, transposed) in table.items():
-        if key not in tensors:  # a tied lm_head: wte's tensor, already there
-            tensor = state[name].t() if transposed else state[name]
-            tensors[key] = tensor.detach().contiguous()
+    tensors = dict(extra)
+    for name, place in table.items():
+        for key, tensor in place.split(state[name]).items():
+            if key not in tensors:  # a tied lm_head: wte's tensor, already there
+                tensors[key] = tensor.detach().contiguous()
     # transformers refuses a safetensors file whose metadata does not name its framework.
     save_file(tensors, path, metadata={"format": "pt"})

@@ -8,6 +8,8 @@ JSON so that gptcli itself never needs the `tokenizers` package.
 from __future__ import annotations
 
 import functools
+import json
+from pathlib import Path
 from typing import Any
 
 from gptcli.data.tokenizers import EOT, BPETokenizer, CharTokenizer, Tokenizer
@@ -150,3 +152,96 @@ def _char_tokenizer_json(tokenizer: CharTokenizer) -> dict[str, Any]:
         "decoder": {"type": "Fuse"},
         "model": {"type": "WordLevel", "vocab": dict(tokenizer.stoi), "unk_token": _CHAR_UNK},
     }
+
+
+# --- reading: a Hugging Face directory's tokenizer files -> a gptcli tokenizer spec ---------
+
+_TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "merges.txt", "tokenizer.model",
+                    "tokenizer_config.json", "special_tokens_map.json")  # fmt: skip
+
+
+def read_tokenizer(path: Path, gpt2_default: bool) -> dict[str, Any]:
+    """The spec of the tokenizer an HF directory's files describe, when gptcli can run it
+    exactly: GPT-2's BPE or a byte-level BPE (vocab.json + merges.txt), or char (a WordLevel
+    tokenizer.json of single characters), as gptcli's own exports write them. A directory with
+    no tokenizer files is GPT-2's when gpt2_default (a plain GPT-2 checkpoint)."""
+    found = [name for name in _TOKENIZER_FILES if (path / name).is_file()]
+    spec = None
+    if "vocab.json" in found and "merges.txt" in found:
+        spec = _bpe_spec(path)
+    elif "tokenizer.json" in found:
+        spec = _char_spec(path)
+    elif not found and gpt2_default:
+        spec = {"type": "gpt2"}
+    if spec is None:
+        raise GptcliError(
+            f"{path}'s tokenizer is not one gptcli can run (found: "
+            f"{', '.join(found) or 'no tokenizer files'}); gptcli runs GPT-2's BPE, a byte-level "
+            "BPE (vocab.json + merges.txt) and char (a WordLevel tokenizer.json), as its exports "
+            "write them"
+        )
+    return spec
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise GptcliError(f"cannot read {path} ({exc})") from None
+
+
+def _bpe_spec(path: Path) -> dict[str, Any] | None:
+    vocab = _read_json(path / "vocab.json")
+    config_path = path / "tokenizer_config.json"
+    config = _read_json(config_path) if config_path.is_file() else {}
+    named = {config.get(k) for k in ("bos_token", "eos_token", "unk_token")}
+    named |= set(config.get("additional_special_tokens") or [])
+    specials = {text: i for text, i in vocab.items() if text in named}
+    inverse = {c: b for b, c in byte_to_unicode().items()}
+    ranks = {}
+    for text, i in vocab.items():
+        if text in specials:
+            continue
+        if any(c not in inverse for c in text):
+            return None  # not byte-level
+        ranks[bytes(inverse[c] for c in text)] = i
+    if EOT not in specials or sorted(ranks.values()) != list(range(len(ranks))):
+        return None
+    lines = (path / "merges.txt").read_text(encoding="utf-8").splitlines()
+    merges = [tuple(line.split(" ")) for line in lines if line and not line.startswith("#")]
+    try:
+        ours = [(_text(a), _text(b)) for a, b in recover_merges(ranks)]
+    except GptcliError:
+        return None
+    if ours != merges:
+        return None  # merges in another order than the ranks: not what tiktoken would run
+    spec = BPETokenizer(ranks, None, specials).spec()
+    return {"type": "gpt2"} if _is_gpt2(ranks, specials) else spec
+
+
+def _is_gpt2(ranks: dict[bytes, int], specials: dict[str, int]) -> bool:
+    if len(ranks) != 50256 or specials != {EOT: 50256}:
+        return False
+    try:
+        from gptcli.data.tokenizers import GPT2Tokenizer
+
+        gpt2_ranks, _ = _tiktoken_vocab(GPT2Tokenizer())
+    except Exception:  # GPT-2's files unavailable offline: the same BPE runs as bpe
+        return False
+    return gpt2_ranks == ranks
+
+
+def _char_spec(path: Path) -> dict[str, Any] | None:
+    data = _read_json(path / "tokenizer.json")
+    if not isinstance(data, dict):
+        return None
+    model = data.get("model") or {}
+    split = (data.get("pre_tokenizer") or {}).get("pattern", {}).get("Regex")
+    decoder = (data.get("decoder") or {}).get("type")
+    if model.get("type") != "WordLevel" or split != r"[\s\S]" or decoder != "Fuse":
+        return None
+    vocab = model.get("vocab") or {}
+    by_id = sorted(vocab.items(), key=lambda item: item[1])
+    if [i for _, i in by_id] != list(range(len(by_id))) or any(len(c) != 1 for c, _ in by_id):
+        return None
+    return CharTokenizer("".join(c for c, _ in by_id)).spec()

@@ -1,5 +1,5 @@
 """tokens -> logits: the GPT model and its registered parts (positions, norms, placements,
-MLP activations).
+QK-norms, MLPs and their activations).
 
 The names of the variants live here, with their registries: config.py knows the keys and their
 types, and this package checks the names it can build (check_config), so the config module never
@@ -8,8 +8,9 @@ imports the model.
 
 from gptcli.config import ModelConfig, config_error, suggest
 from gptcli.errors import GptcliError
+from gptcli.model.attention import QK_NORMS
 from gptcli.model.gpt import GPT, PLACEMENTS, count_params_formula
-from gptcli.model.mlp import ACTIVATIONS
+from gptcli.model.mlp import ACTIVATIONS, MLPS, hidden_size
 from gptcli.model.norms import NORMS
 from gptcli.model.positions import POSITIONS
 
@@ -23,6 +24,8 @@ def choices() -> dict[str, list[str]]:
         "model.norm": NORMS.names(),
         "model.norm_placement": PLACEMENTS.names(),
         "model.activation": ACTIVATIONS.names(),
+        "model.qk_norm": QK_NORMS.names(),
+        "model.mlp": MLPS.names(),
     }
 
 
@@ -34,3 +37,9 @@ def check_config(mc: ModelConfig) -> None:
             raise config_error(key, f"{value!r} is not a choice; {suggest(str(value), names)}")
     if problem := POSITIONS[mc.position].check(mc):
         raise GptcliError(f"config error: {problem}")
+    if hidden_size(mc) < 1:
+        raise config_error(
+            "model.mlp_ratio",
+            f"{mc.mlp_ratio} x n_embd {mc.n_embd} gives a {mc.mlp} MLP a hidden width of 0; "
+            "raise model.mlp_ratio or set model.mlp_hidden",
+        )

@@ -1,11 +1,14 @@
-"""Masked multi-head self-attention on torch's scaled_dot_product_attention, and its KV cache."""
+"""Masked multi-head self-attention on torch's scaled_dot_product_attention: key/value heads
+(GQA/MQA), QK-norm, the score bias of a forward pass, and the KV cache."""
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from gptcli.config import ModelConfig
+from gptcli.model.norms import RMSNorm
 from gptcli.model.positions import PositionScheme, causal_mask
+from gptcli.registry import Registry
 
 
 class LayerKV:
@@ -66,19 +69,81 @@ class ScoreBias:
 
 
 def _sdpa(q, k, v, bias: torch.Tensor | None, dropout: float) -> torch.Tensor:
+    # Fewer key/value heads than query heads: each serves n_head / n_kv_head query heads in a
+    # row (head h reads key/value head h // group), torch's enable_gqa as Llama's repeat_kv.
+    gqa = k.shape[1] != q.shape[1]
     if bias is None:
-        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=q.shape[2] > 1)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype), dropout_p=dropout)
+        causal = q.shape[2] > 1
+        return F.scaled_dot_product_attention(
+            q, k, v, dropout_p=dropout, is_causal=causal, enable_gqa=gqa
+        )
+    return F.scaled_dot_product_attention(
+        q, k, v, attn_mask=bias.to(q.dtype), dropout_p=dropout, enable_gqa=gqa
+    )
+
+
+QK_NORMS: Registry[type[nn.Module]] = Registry("qk norm")
+
+
+@QK_NORMS.register("none")
+class NoQKNorm(nn.Identity):
+    def __init__(self, head_dim: int):
+        super().__init__()
+
+    @classmethod
+    def num_params(cls, head_dim: int) -> int:
+        return 0
+
+
+@QK_NORMS.register("rmsnorm")
+class QKRMSNorm(RMSNorm):
+    """RMSNorm over each head's channels of q or k, one weight shared by the heads (Qwen3):
+    bounds the scores' size whatever the projections grow to."""
+
+    def __init__(self, head_dim: int):
+        super().__init__(head_dim, bias=False)
+
+    @classmethod
+    def num_params(cls, head_dim: int) -> int:
+        return head_dim
 
 
 class CausalSelfAttention(nn.Module):
+    """n_head query heads over n_kv_head key/value heads: each group of n_head / n_kv_head
+    query heads shares one key/value head (grouped-query attention; 1 is multi-query), and the
+    KV cache holds only the key/value heads. c_attn computes [q; k; v] in one matmul."""
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.n_head = cfg.n_head
-        self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)
+        self.n_kv_head = cfg.n_kv_head or cfg.n_head
+        self.head_dim = cfg.n_embd // cfg.n_head
+        kv = self.n_kv_head * self.head_dim
+        self.split = (cfg.n_embd, kv, kv)
+        self.c_attn = nn.Linear(cfg.n_embd, sum(self.split), bias=cfg.bias)
+        self.q_norm = QK_NORMS[cfg.qk_norm](self.head_dim)
+        self.k_norm = QK_NORMS[cfg.qk_norm](self.head_dim)
         self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
         self.dropout = cfg.dropout
         self.resid_dropout = nn.Dropout(cfg.dropout)
+
+    @classmethod
+    def num_params(cls, cfg: ModelConfig) -> int:
+        C, b = cfg.n_embd, int(cfg.bias)
+        head_dim = C // cfg.n_head
+        qkv = C + 2 * (cfg.n_kv_head or cfg.n_head) * head_dim
+        norms = 2 * QK_NORMS[cfg.qk_norm].num_params(head_dim)
+        return C * qkv + qkv * b + C * C + C * b + norms
+
+    def qkv(self, x: torch.Tensor, positions: PositionScheme, start: int):
+        """x: (B, T, C) -> q (B, H, T, D) and k, v (B, H_kv, T, D), q and k normed per head
+        and position-encoded (rotated at their absolute positions, so cached keys never
+        change)."""
+        B, T, _ = x.shape
+        q, k, v = self.c_attn(x).split(self.split, dim=2)
+        q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
+        k, v = (t.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2) for t in (k, v))
+        return *positions.rotate(self.q_norm(q), self.k_norm(k), start), v
 
     def forward(
         self,
@@ -91,10 +156,7 @@ class CausalSelfAttention(nn.Module):
         """x: (B, T, C) at positions start..start+T-1, attending to everything before them that
         kv holds, with the forward pass's score bias."""
         B, T, C = x.shape
-        q, k, v = self.c_attn(x).split(C, dim=2)
-        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
-        # Keys are rotated at their absolute positions before caching, so they never change.
-        q, k = positions.rotate(q, k, start)
+        q, k, v = self.qkv(x, positions, start)
         if kv is not None:
             k, v = kv.append(k, v)
         y = bias.attend(q, k, v, self.dropout if self.training else 0.0)

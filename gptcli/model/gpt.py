@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from gptcli.config import ModelConfig
 from gptcli.model.attention import CausalSelfAttention, LayerKV, ScoreBias
-from gptcli.model.mlp import MLP, hidden_size
+from gptcli.model.mlp import MLPS, hidden_size
 from gptcli.model.norms import NORMS
 from gptcli.model.positions import POSITIONS, PositionScheme
 from gptcli.registry import Registry
@@ -23,7 +23,7 @@ class Block(nn.Module):
         self.ln_1 = norm(cfg.n_embd, bias=cfg.bias)
         self.attn = CausalSelfAttention(cfg)
         self.ln_2 = norm(cfg.n_embd, bias=cfg.bias)
-        self.mlp = MLP(cfg)
+        self.mlp = MLPS[cfg.mlp](cfg)
 
     # Whether the model needs a norm after the last block (pre-norm leaves the stream raw).
     final_norm = True
@@ -92,7 +92,7 @@ class GPT(nn.Module):
     def new_cache(self, batch_size: int, capacity: int) -> list[LayerKV]:
         """An empty KV cache (one LayerKV per block) for `capacity` positions."""
         cfg = self.cfg
-        shape = (batch_size, cfg.n_head, capacity, cfg.n_embd // cfg.n_head)
+        shape = (batch_size, cfg.n_kv_head or cfg.n_head, capacity, cfg.n_embd // cfg.n_head)
         p = self.wte.weight
         return [LayerKV(shape, p.device, p.dtype) for _ in range(cfg.n_layer)]
 
@@ -129,11 +129,10 @@ class GPT(nn.Module):
 
 def count_params_formula(cfg: ModelConfig, vocab_size: int) -> int:
     """The parameter count the config implies, from each part's own formula."""
-    C, L, b = cfg.n_embd, cfg.n_layer, int(cfg.bias)
-    H = hidden_size(cfg)
+    C, L = cfg.n_embd, cfg.n_layer
     norm = NORMS[cfg.norm].num_params(C, cfg.bias)
-    attn = C * 3 * C + 3 * C * b + C * C + C * b
-    mlp = C * H + H * b + H * C + C * b
+    attn = CausalSelfAttention.num_params(cfg)
+    mlp = MLPS[cfg.mlp].num_params(C, hidden_size(cfg), cfg.bias)
     per_block = 2 * norm + attn + mlp
     embeddings = vocab_size * C + POSITIONS[cfg.position].num_params(cfg)
     head = 0 if cfg.tie_embeddings else vocab_size * C

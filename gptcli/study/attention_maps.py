@@ -46,10 +46,9 @@ def attention_weights(model: GPT, idx: torch.Tensor) -> torch.Tensor:
 
 def layer_weights(attn, x, positions, start, bias, kv=None) -> torch.Tensor:
     """One layer's (B, H, T, T) weights from its forward arguments (no KV cache)."""
-    B, T, C = x.shape
-    q, k, _ = attn.c_attn(x).split(C, dim=2)
-    q, k = (t.view(B, T, attn.n_head, C // attn.n_head).transpose(1, 2) for t in (q, k))
-    q, k = positions.rotate(q, k, start)
+    T = x.shape[1]
+    q, k, _ = attn.qkv(x, positions, start)  # normed and rotated as the layer does
+    k = k.repeat_interleave(attn.n_head // attn.n_kv_head, dim=1)  # each query head's keys
     scores = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])
     rows = bias.rows(0, T)
     rows = rows if rows is not None else causal_mask(T, T, x.device)
@@ -79,6 +78,11 @@ def token_label(text: str) -> str:
     return text.replace("\n", "\u23ce").replace(" ", "\u2423").replace("\t", "\u21e5") or "\u2205"
 
 
+def kv_head_of(head: int, n_head: int, n_kv_head: int) -> int:
+    """The key/value head a query head reads (grouped-query attention: groups in a row)."""
+    return head // (n_head // n_kv_head)
+
+
 def draw(
     weights: torch.Tensor,
     labels: list[str],
@@ -86,8 +90,10 @@ def draw(
     title: str,
     layer: int | None = None,
     head: int | None = None,
+    n_kv_head: int | None = None,
 ) -> Path:
-    """A grid of heatmaps, layers down and heads across, or only the layer/head asked for."""
+    """A grid of heatmaps, layers down and heads across, or only the layer/head asked for; with
+    fewer key/value heads than heads, each title names the key/value head it shares."""
     plt = pictures.pyplot()
     layers = [layer] if layer is not None else list(range(weights.shape[0]))
     heads = [head] if head is not None else list(range(weights.shape[1]))
@@ -99,7 +105,10 @@ def draw(
         for c, hi in enumerate(heads):
             ax = axes[r][c]
             ax.imshow(weights[li, hi].numpy(), cmap="viridis", vmin=0, vmax=1)
-            ax.set_title(f"layer {li} head {hi}", fontsize=8)
+            shared = ""
+            if n_kv_head and n_kv_head != weights.shape[1]:
+                shared = f" (kv {kv_head_of(hi, weights.shape[1], n_kv_head)})"
+            ax.set_title(f"layer {li} head {hi}{shared}", fontsize=8)
             if T <= MAX_LABELLED:
                 ticks = range(T)
                 ax.set_xticks(ticks, labels, rotation=90, fontsize=6)

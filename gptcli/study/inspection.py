@@ -66,11 +66,15 @@ def attention(subject: Subject, prompt: str, out: Path | None, layer: int | None
     ids = am.encode_prompt(subject.tokenizer, prompt, mc.block_size)
     weights = am.attention_weights(subject.model, torch.tensor([ids]))
     labels = [am.token_label(subject.tokenizer.decode([i])) for i in ids]
+    kv = mc.n_kv_head or mc.n_head
     path = am.draw(weights, labels, out or subject.default_out("attention"), subject.title,
-                   layer, head)  # fmt: skip
+                   layer, head, kv)  # fmt: skip
     where = f"layer {layer}" if layer is not None else f"{mc.n_layer} layers"
     where += f", head {head}" if head is not None else f" x {mc.n_head} heads"
-    record = {"tokens": labels, "weights": weights.tolist()}
+    if kv != mc.n_head:
+        where += f" sharing {kv} key/value heads ({mc.n_head // kv} query heads each)"
+    kv_heads = [am.kv_head_of(h, mc.n_head, kv) for h in range(mc.n_head)]
+    record = {"tokens": labels, "weights": weights.tolist(), "kv_head_of_head": kv_heads}
     return Finding(f"attention of {len(ids)} tokens, {where}", record, path)
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import torch.nn as nn
 
 from gptcli.model import GPT
+from gptcli.model.mlp import hidden_size
 from gptcli.model.norms import NORMS
 from gptcli.study.subject import variant_line
 
@@ -79,7 +80,8 @@ def param_report(model: GPT) -> ParamReport:
     """Every module that owns parameters, in model order; shared tensors counted once."""
     mc = model.cfg
     variants = {"position": mc.position, "norm": mc.norm, "norm_placement": mc.norm_placement,
-                "activation": mc.activation}  # fmt: skip
+                "n_kv_head": mc.n_kv_head or mc.n_head, "qk_norm": mc.qk_norm, "mlp": mc.mlp,
+                "mlp_hidden": hidden_size(mc), "activation": mc.activation}  # fmt: skip
     report = ParamReport(variants, variant_line(mc), [], dict.fromkeys(PARTS, 0))
     owner: dict[int, str] = {}
     for name, module in model.named_modules():

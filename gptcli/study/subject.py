@@ -27,10 +27,17 @@ class Subject:
 
 
 def variant_line(mc: ModelConfig) -> str:
-    """The variant names, as one line for titles."""
-    return (
-        f"position={mc.position}, norm={mc.norm} ({mc.norm_placement}), activation={mc.activation}"
-    )
+    """The variant names, as one line for titles (the block's parts where not GPT-2's)."""
+    from gptcli.model.mlp import hidden_size
+
+    line = f"position={mc.position}, norm={mc.norm} ({mc.norm_placement})"
+    kv = mc.n_kv_head or mc.n_head
+    if kv != mc.n_head:
+        line += f", kv heads={kv}/{mc.n_head}"
+    if mc.qk_norm != "none":
+        line += f", qk_norm={mc.qk_norm}"
+    mlp = f"activation={mc.activation}" if mc.mlp == "standard" else f"mlp={mc.mlp}"
+    return f"{line}, {mlp} (hidden {hidden_size(mc)})"
 
 
 def load_subject(path: str | Path, which: str = "best") -> Subject:

@@ -48,8 +48,9 @@ class Checkpoint:
     vocab_size: int
     tokenizer_spec: dict[str, Any]
     step: int
-    # An export's tensors: model name -> (name in model.safetensors, stored transposed).
-    exported: dict[str, tuple[str, bool]] | None = None
+    # An export's tensors: model name -> (names in model.safetensors, joined along the first
+    # dimension when several; whether stored transposed).
+    exported: dict[str, tuple[tuple[str, ...], bool]] | None = None
     # Exact conversions of an older format's weights to this version's maths (formats.py).
     conversions: list[formats.Change] = field(default_factory=list)
 
@@ -215,7 +216,7 @@ def _load_export(path: Path) -> Checkpoint:
         if not isinstance(info["tokenizer"], dict):
             raise ValueError("'tokenizer' is not an object")
         tensors = {
-            str(name): (str(where["stored"]), bool(where["transposed"]))
+            str(name): (_names(where["stored"]), bool(where["transposed"]))
             for name, where in info["tensors"].items()
         }
         fmt = formats.format_of(info)
@@ -233,7 +234,17 @@ def _load_export(path: Path) -> Checkpoint:
     return ckpt
 
 
-def _export_state(path: Path, tensors: dict[str, tuple[str, bool]]) -> dict[str, torch.Tensor]:
+def _names(stored: Any) -> tuple[str, ...]:
+    if isinstance(stored, str):
+        return (stored,)
+    if isinstance(stored, list) and stored and all(isinstance(n, str) for n in stored):
+        return tuple(stored)
+    raise ValueError(f"a tensor is stored as {stored!r}, neither a name nor a list of names")
+
+
+def _export_state(
+    path: Path, tensors: dict[str, tuple[tuple[str, ...], bool]]
+) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     try:
@@ -243,11 +254,13 @@ def _export_state(path: Path, tensors: dict[str, tuple[str, bool]]) -> dict[str,
     except Exception as exc:  # a truncated file or a bad header
         raise GptcliError(f"checkpoint file {path} is corrupt ({first_line(exc)})") from None
     state = {}
-    for name, (key, transposed) in tensors.items():
-        if key not in stored:
-            raise GptcliError(f"{path} lacks tensor {key!r}, which its {EXPORT_FILE} names")
+    for name, (keys, transposed) in tensors.items():
+        if missing := [k for k in keys if k not in stored]:
+            raise GptcliError(f"{path} lacks tensor {missing[0]!r}, which its {EXPORT_FILE} names")
         # A tied lm_head names wte's tensor: both get the one tensor, as in the model.
-        state[name] = stored[key].t() if transposed else stored[key]
+        parts = [stored[k] for k in keys]
+        tensor = parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
+        state[name] = tensor.t() if transposed else tensor
     return state
 
 

@@ -47,15 +47,14 @@ def apply_init_from(
 
 
 def load_init(path: str, data: TokenDataset) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
-    """train.init_from: a Hugging Face GPT-2 directory or a gptcli checkpoint or export -> its
+    """train.init_from: a Hugging Face directory or a gptcli checkpoint or export -> its
     model config and weights, refused unless its tokenizer is the dataset's."""
     from gptcli.interop import hf
 
     # An hf export is a Hugging Face directory too, but its gptcli.json also names its tokenizer
     # (char, bpe), where a plain one can only mean GPT-2's: read it as the checkpoint it is.
     if hf.is_hf_dir(path) and not checkpoint.is_export(path):
-        model_cfg, state = hf.load_hf_gpt2(path)
-        vocab_size, spec = state["wte.weight"].shape[0], hf.GPT2_TOKENIZER
+        model_cfg, state, vocab_size, spec = hf.read_model(path)
     else:
         if not Path(path).exists():
             raise GptcliError(f"train.init_from {path} does not exist")

@@ -139,10 +139,13 @@ def test_other_variants_gpt2_can_express(tmp_path, model):
         ("norm", "rmsnorm"),
         ("norm", "none"),
         ("norm_placement", "post"),
-        ("bias", False),
+        ("n_kv_head", 1),
+        ("qk_norm", "rmsnorm"),
+        ("mlp", "swiglu"),
     ],
 )
-def test_variants_gpt2_cannot_express_are_refused(tmp_path, key, value):
+def test_variants_no_architecture_can_express_are_refused(tmp_path, key, value):
+    # GPT-2-like but for one key: neither GPT-2 nor Llama nor Qwen3 computes it.
     save_checkpoint(tmp_path / "run", tokenizer_spec("char"), **{key: value})
     out = tmp_path / "out"
     result = runner.invoke(
@@ -151,8 +154,10 @@ def test_variants_gpt2_cannot_express_are_refused(tmp_path, key, value):
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: cannot export as hf: ")
-    shown = "false" if value is False else repr(value)  # as the YAML config spells it
-    assert f"model.{key} is {shown}" in lines[0] and "--format safetensors" in lines[0]
+    assert f"model.{key} " in lines[0] and f"(it is {value!r})" in lines[0]
+    for architecture in ("GPT2LMHeadModel", "LlamaForCausalLM", "Qwen3ForCausalLM"):
+        assert f"{architecture} needs model." in lines[0]
+    assert "--format safetensors" in lines[0]
     assert not out.exists()
 
 

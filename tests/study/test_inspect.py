@@ -61,10 +61,16 @@ def layer_outputs(model: GPT, idx: torch.Tensor) -> list[torch.Tensor]:
     return outputs
 
 
+BLOCKS = {"mha": {}, "mqa": {"n_kv_head": 1}, "qknorm": {"qk_norm": "rmsnorm"}}
+
+
+@pytest.mark.parametrize("block", BLOCKS)
 @pytest.mark.parametrize("position", POSITIONS.names())
 @pytest.mark.parametrize("norm", NORMS.names())
-def test_attention_weights_are_causal_distributions_that_reproduce_the_layer(position, norm):
-    model = tiny_model(position=position, norm=norm)
+def test_attention_weights_are_causal_distributions_that_reproduce_the_layer(
+    position, norm, block
+):
+    model = tiny_model(position=position, norm=norm, **BLOCKS[block])
     idx = torch.randint(0, 13, (1, 12), generator=torch.Generator().manual_seed(1))
     weights = attention_weights(model, idx)
     assert weights.shape == (2, 2, 12, 12)
@@ -73,7 +79,9 @@ def test_attention_weights_are_causal_distributions_that_reproduce_the_layer(pos
     for layer, ((x, *_), out) in enumerate(layer_outputs(model, idx)):
         attn = model.blocks[layer].attn
         B, T, C = x.shape
-        v = attn.c_attn(x).split(C, dim=2)[2].view(B, T, 2, C // 2).transpose(1, 2)
+        kv = attn.n_kv_head * (C // 2)
+        v = attn.c_attn(x).split([C, kv, kv], dim=2)[2].view(B, T, attn.n_kv_head, C // 2)
+        v = v.transpose(1, 2).repeat_interleave(2 // attn.n_kv_head, dim=1)  # shared heads
         y = (weights[layer][None] @ v).transpose(1, 2).reshape(B, T, C)
         assert torch.allclose(attn.c_proj(y), out, atol=1e-5)
 
@@ -200,3 +208,17 @@ def test_positions_json_is_strict_json_for_bias_schemes(tmp_path, char_data):
     config.write_text(f"data: {{dir: {char_data}}}\nmodel: {{n_layer: 1}}\n")
     done = runner.invoke(app, ["inspect", "params", "--config", str(config), "--vocab-size", "-5"])
     assert done.exit_code == 2 and "--vocab-size must be at least 1" in done.output
+
+
+def test_inspect_marks_which_heads_share_a_key_value_head(tmp_path, char_data):
+    run = trained(tmp_path, char_data, "gqa", n_head=4, n_kv_head=2)
+    done = runner.invoke(app, ["inspect", "attention", "--checkpoint", str(run), "--prompt",
+                               "The cat"])  # fmt: skip
+    assert done.exit_code == 0, done.output
+    assert "4 heads sharing 2 key/value heads (2 query heads each)" in done.output
+    done = runner.invoke(app, ["inspect", "attention", "--checkpoint", str(run), "--prompt",
+                               "The cat", "--format", "json"])  # fmt: skip
+    assert json.loads(done.output)["kv_head_of_head"] == [0, 0, 1, 1]
+    done = runner.invoke(app, ["inspect", "params", "--checkpoint", str(run), "--format", "json"])
+    variants = json.loads(done.output)["variants"]
+    assert variants["n_kv_head"] == 2 and variants["mlp"] == "standard"

@@ -9,6 +9,14 @@ directory under the sweep's out directory. A grid file says the same as the comm
     set: {train.max_iters: 1000}
     vary: {model.position: [learned, rope, alibi]}
     seeds: [1337, 1338]
+
+A grid file may give a ladder instead of vary: rungs in order, each adding its keys to all the
+rungs before it (`rung=2-rmsnorm,seed=1337` has rung 1's and rung 2's keys):
+
+    ladder:
+      - {name: gpt2}
+      - {name: rope, set: {model.position: rope}}
+      - {name: rmsnorm, set: {model.norm: rmsnorm}}
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ from gptcli.errors import GptcliError
 from gptcli.model import check_config
 from gptcli.training.batches import micro_batches
 
-GRID_KEYS = ("config", "out", "set", "vary", "seeds")
+GRID_KEYS = ("config", "out", "set", "vary", "ladder", "seeds")
 
 
 @dataclass
@@ -36,10 +44,12 @@ class Grid:
     sets: list[str] = field(default_factory=list)  # `section.key=value`, read as YAML
     vary: dict[str, list[Any]] = field(default_factory=dict)
     seeds: list[int] | None = None  # None: the config's own seed
+    ladder: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (rung, its keys)
 
     def to_dict(self) -> dict[str, Any]:
         return {"config": str(self.config), "out": str(self.out), "set": self.sets,
-                "vary": self.vary, "seeds": self.seeds}  # fmt: skip
+                "vary": self.vary, "seeds": self.seeds,
+                "ladder": [{"name": n, "set": keys} for n, keys in self.ladder]}  # fmt: skip
 
 
 @dataclass
@@ -87,8 +97,9 @@ def load_grid(path: Path) -> Grid:
         raise GptcliError(f"cannot read grid file {path}: {exc.strerror}") from None
     except yaml.YAMLError:
         raise GptcliError(f"grid file {path} is not valid YAML") from None
-    if not isinstance(raw, dict) or "config" not in raw or "vary" not in raw:
-        raise GptcliError(f"grid file {path} needs at least `config:` and `vary:` ({GRID_KEYS})")
+    if not isinstance(raw, dict) or "config" not in raw or ("vary" in raw) == ("ladder" in raw):
+        raise GptcliError(f"grid file {path} needs `config:` and one of `vary:` or `ladder:` "
+                          f"({GRID_KEYS})")  # fmt: skip
     unknown = [k for k in raw if k not in GRID_KEYS]
     if unknown:
         raise GptcliError(f"grid file {path}: unknown key {unknown[0]!r}; use {GRID_KEYS}")
@@ -99,7 +110,8 @@ def load_grid(path: Path) -> Grid:
     elif not (isinstance(sets, list) and all(isinstance(x, str) for x in sets)):
         raise GptcliError(f"grid file {path}: set must map keys to values, e.g. "
                           "{train.max_iters: 1000}")  # fmt: skip
-    vary = raw["vary"]
+    ladder = _ladder(raw.get("ladder"), path) if "ladder" in raw else []
+    vary = raw.get("vary", {})
     vary = _flat(vary) if isinstance(vary, dict) else vary
     if not isinstance(vary, dict) or not all(isinstance(v, list) and v for v in vary.values()):
         raise GptcliError(f"grid file {path}: vary must map each key to a list of values")
@@ -111,7 +123,22 @@ def load_grid(path: Path) -> Grid:
     if seeds is not None and not (isinstance(seeds, list) and all(type(s) is int for s in seeds)):
         raise GptcliError(f"grid file {path}: seeds must be a list of integers")
     out = raw.get("out") or f"out/sweeps/{Path(path).stem}"
-    return Grid(Path(raw["config"]), Path(out), list(sets), vary, seeds)
+    return Grid(Path(raw["config"]), Path(out), list(sets), vary, seeds, ladder)
+
+
+def _ladder(raw: Any, path: Path) -> list[tuple[str, dict[str, Any]]]:
+    rungs = []
+    for rung in raw if isinstance(raw, list) and raw else [None]:
+        if not (isinstance(rung, dict) and isinstance(rung.get("name"), str)
+                and re.fullmatch(r"[\w.+-]+", rung["name"])
+                and isinstance(rung.get("set", {}), dict) and set(rung) <= {"name", "set"}):
+            raise GptcliError(f"grid file {path}: ladder must be a list of rungs, each "
+                              "{name: NAME, set: {section.key: value, ...}}")
+        keys = _flat(rung.get("set") or {})
+        if not all(re.fullmatch(r"\w+\.\w+", k) for k in keys):
+            raise GptcliError(f"grid file {path}: rung {rung['name']}: keys must be section.key")
+        rungs.append((rung["name"], keys))
+    return rungs
 
 
 def _flat(mapping: dict[str, Any]) -> dict[str, Any]:
@@ -128,22 +155,35 @@ def _flat(mapping: dict[str, Any]) -> dict[str, Any]:
 def expand(grid: Grid) -> list[Combo]:
     """Every combination, each config loaded and checked before anything runs: a bad key or
     value stops the sweep, naming the combination."""
-    keys = list(grid.vary)
-    shorts = _short_names(keys)
     seeds = grid.seeds or [None]
     combos = []
-    for values in itertools.product(*(grid.vary[k] for k in keys)):
+    for label, variant in _variants(grid):
         for seed in seeds:
-            overrides = dict(zip(keys, values, strict=True))
+            overrides = dict(variant)
             if seed is not None:
                 overrides["train.seed"] = seed
-            parts = [f"{shorts.get(k, 'seed')}={_text(v)}" for k, v in overrides.items()]
-            name = ",".join(parts) or "base"
+            name = ",".join([*label, *([f"seed={seed}"] if seed is not None else [])]) or "base"
             combos.append(Combo(name, overrides, _checked_config(grid, overrides, name)))
     names = [c.name for c in combos]
     if len(set(names)) != len(names):
         raise GptcliError("two runs of the grid would share a directory; vary distinct values")
     return combos
+
+
+def _variants(grid: Grid):
+    """(name parts, overrides) of each variant: the product of vary, or the ladder's rungs."""
+    if grid.ladder:
+        keys: dict[str, Any] = {}
+        for i, (rung, adds) in enumerate(grid.ladder):
+            keys = {**keys, **adds}
+            yield [f"rung={i}-{rung}"], keys
+        return
+    varied = list(grid.vary)
+    shorts = _short_names(varied)
+    for values in itertools.product(*(grid.vary[k] for k in varied)):
+        yield [f"{shorts[k]}={_text(v)}" for k, v in zip(varied, values, strict=True)], dict(
+            zip(varied, values, strict=True)
+        )
 
 
 def _checked_config(grid: Grid, overrides: dict[str, Any], name: str) -> Config:

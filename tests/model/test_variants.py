@@ -98,7 +98,7 @@ def test_overfits_a_tiny_batch(position, norm, placement, block):
     idx = torch.randint(VOCAB, (4, 17), generator=g)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     losses = []
-    for _ in range(80):
+    for _ in range(40):
         logits, loss = model(idx[:, :-1], idx[:, 1:])
         assert logits.shape == (4, 16, VOCAB) and torch.isfinite(loss)
         opt.zero_grad()
@@ -107,8 +107,8 @@ def test_overfits_a_tiny_batch(position, norm, placement, block):
         losses.append(loss.item())
     assert losses[0] > 3.0
     # Every variant, even without positions, learns 4 sequences of 16 random tokens well past
-    # chance (ln 40 = 3.7) in 80 steps; most reach 0.1, a gated MLP without norms ~0.55.
-    assert min(losses[-5:]) < 1.0, losses[-5:]
+    # chance (ln 40 = 3.7) in 40 steps: most reach 0.5, the slowest (relu2 without norms) 1.4.
+    assert min(losses[-5:]) < 2.0, losses[-5:]
 
 
 @pytest.mark.parametrize(("position", "norm", "placement", "block"), GRID, ids=ids)

@@ -4,6 +4,8 @@ import yaml
 from gptcli.errors import GptcliError
 from gptcli.study.grid import Grid, expand, load_grid, parse_seeds, parse_vary
 
+from ..conftest import REPO
+
 
 def base_config(tmp_path, data_dir):
     path = tmp_path / "base.yaml"
@@ -87,3 +89,38 @@ def test_grid_file_shapes_and_values_that_are_not_yaml(tmp_path, char_data):
         path.write_text(yaml.safe_dump({"config": str(config), **bad}))
         with pytest.raises(GptcliError, match=message):
             load_grid(path)
+
+
+def test_a_ladder_adds_each_rung_to_the_ones_before(tmp_path, char_data):
+    grid_file = tmp_path / "ladder.yaml"
+    grid_file.write_text(
+        f"config: {base_config(tmp_path, char_data)}\nout: {tmp_path / 'out'}\n"
+        "ladder:\n  - {name: gpt2}\n  - {name: rope, set: {model.position: rope}}\n"
+        "  - {name: swiglu, set: {model: {mlp: swiglu}}}\nseeds: [1, 2]\n"
+    )
+    combos = expand(load_grid(grid_file))
+    names = [c.name for c in combos]
+    assert names == ["rung=0-gpt2,seed=1", "rung=0-gpt2,seed=2", "rung=1-rope,seed=1",
+                     "rung=1-rope,seed=2", "rung=2-swiglu,seed=1", "rung=2-swiglu,seed=2"]
+    last = combos[-1].config.model
+    assert (last.position, last.mlp) == ("rope", "swiglu")  # rung 1's key is kept
+    assert combos[0].config.model.position == "learned"  # the base config's
+
+
+def test_the_shipped_block_study_is_the_ladder_the_readme_describes():
+    grid = load_grid(REPO / "configs" / "sweeps" / "blocks.yaml")
+    rungs = [name for name, _ in grid.ladder]
+    assert rungs == ["gpt2", "rope", "rmsnorm", "swiglu", "gqa2", "mqa", "qknorm"]
+    assert len(grid.seeds) >= 2
+
+
+@pytest.mark.parametrize(
+    "ladder",
+    ["ladder: []", "ladder: [{set: {model.norm: rmsnorm}}]", "ladder: [{name: a, set: [1]}]",
+     "ladder: [{name: a, set: {norm: rmsnorm}}]"],
+)
+def test_a_bad_ladder_is_one_line(tmp_path, ladder):
+    grid_file = tmp_path / "bad.yaml"
+    grid_file.write_text(f"config: configs/demo.yaml\n{ladder}\n")
+    with pytest.raises(GptcliError, match="ladder|rung"):
+        load_grid(grid_file)

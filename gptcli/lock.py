@@ -79,9 +79,14 @@ def hold(directory: str | Path, advice: str = "wait for it to finish") -> Iterat
 
 
 def _acquire(directory: Path, advice: str) -> int:
-    directory.mkdir(parents=True, exist_ok=True)
     path = directory / LOCK_FILE
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as exc:
+        raise GptcliError(
+            f"cannot write in {directory} ({exc.strerror}); pick a directory you can write to"
+        ) from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

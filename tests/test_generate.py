@@ -79,18 +79,9 @@ from gptcli.generate import TextStream  # noqa: E402
 from gptcli.model.norms import NORMS  # noqa: E402
 from gptcli.model.positions import POSITIONS  # noqa: E402
 
+from .conftest import BLOCKS  # noqa: E402
+
 VARIANTS = list(itertools.product(POSITIONS.names(), NORMS.names()))
-# The attention and MLP choices (see tests/model/test_variants.py), each over every variant.
-BLOCKS = {
-    "mha": {},
-    "gqa": {"n_kv_head": 2},
-    "mqa": {"n_kv_head": 1},
-    "qknorm": {"qk_norm": "rmsnorm"},
-    "swiglu": {"mlp": "swiglu"},
-    "geglu": {"mlp": "geglu"},
-    "relu2": {"activation": "relu2"},
-    "silu": {"activation": "silu"},
-}
 
 
 def variant(position, norm, placement="pre", block="mha"):

@@ -131,3 +131,12 @@ def test_a_sweep_skips_a_run_another_process_holds(tmp_path, char_data):
         holder.wait()
     assert Sweep(grid, jobs=1).run() == 0  # once free, the next sweep trains it
     assert os.path.exists(os.path.join(busy.dir, "checkpoints.json"))
+
+
+def test_a_directory_that_cannot_be_written_is_one_line(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(GptcliError, match="cannot write in .*; pick a directory"), lock.hold(
+        blocker / "run"
+    ):
+        pass

@@ -30,6 +30,10 @@ class _Progress:
         # plain line per logged step instead.
         self.plain = not _on_terminal()
         self.max_iters = 0
+        # BatchNorm's causal leak: the training table's notes say it, once, in our own words.
+        from gptcli.model.norms import CausalLeakWarning
+
+        warnings.filterwarnings("ignore", category=CausalLeakWarning)
 
     def on_start(self, info) -> None:
         m, procs = info.model, info.world_size
@@ -111,7 +115,6 @@ def train(
     Ctrl-C or SIGTERM stops after the current step with a checkpoint to --resume from (exit
     code 130 or 143). Under torchrun, rank 0 alone reports and writes."""
     from gptcli.config import load_config
-    from gptcli.model.norms import CausalLeakWarning
     from gptcli.training.distributed import from_env
     from gptcli.training.loop import train as run_train
 
@@ -121,8 +124,6 @@ def train(
         "train.tensorboard": True if tensorboard else None,
     }
     progress = _Progress()
-    # The training table's notes say it, once, in the command's own output.
-    warnings.filterwarnings("ignore", category=CausalLeakWarning)
     with user_errors():
         processes = from_env()
         try:

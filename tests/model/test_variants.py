@@ -22,23 +22,13 @@ from gptcli.model.positions import (
     sincos_table,
 )
 
-from ..conftest import REPO
+from ..conftest import BLOCKS, REPO
 
 VOCAB = 40
 POSITION_NAMES = POSITIONS.names()
 NORM_NAMES = NORMS.names()
-# The rest of the block, one new choice at a time, each over every position x norm x placement
-# (with 4 query heads, so that 2 key/value heads is a real grouping).
-BLOCKS = {
-    "mha": {},
-    "gqa": {"n_kv_head": 2},
-    "mqa": {"n_kv_head": 1},
-    "qknorm": {"qk_norm": "rmsnorm"},
-    "swiglu": {"mlp": "swiglu"},
-    "geglu": {"mlp": "geglu"},
-    "relu2": {"activation": "relu2"},
-    "silu": {"activation": "silu"},
-}
+# The rest of the block (conftest.BLOCKS), one choice at a time, over every position x norm x
+# placement.
 GRID = list(itertools.product(POSITION_NAMES, NORM_NAMES, PLACEMENTS.names(), BLOCKS))
 ids = ["-".join(v) for v in GRID]
 

@@ -120,3 +120,16 @@ def test_a_row_never_mixes_full_split_scores_with_logged_estimates(runs):
     rows = {r.name: r for r in compare(runs)}
     assert set(rows["position=rope"].sources) == {"logged"}
     assert set(rows["position=learned"].sources) == {"eval"}
+
+
+def test_key_value_heads_are_named_by_their_number(tmp_path, char_data):
+    # null n_kv_head (one per head) and n_kv_head = n_head are one model: one row, shown as 2.
+    dirs = []
+    for name, kv in (("default", None), ("explicit", 2), ("mqa", 1)):
+        cfg = tiny_config(char_data, tmp_path / name, model={"n_kv_head": kv},
+                          train={"max_iters": 4, "eval_interval": 4})  # fmt: skip
+        train(cfg)
+        dirs.append(tmp_path / name)
+    rows = compare(dirs)
+    assert sorted(r.name for r in rows) == ["n_kv_head=1", "n_kv_head=2"]
+    assert len(next(r for r in rows if r.name == "n_kv_head=2").runs) == 2

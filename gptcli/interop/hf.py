@@ -26,7 +26,6 @@ from gptcli.training import checkpoint
 
 CONFIG_FILE = "config.json"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-GPT2_TOKENIZER = {"type": "gpt2"}
 
 
 def is_hf_dir(path: str | Path) -> bool:
@@ -116,14 +115,6 @@ def load_hf(path: str | Path) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
     if extra:
         raise GptcliError(f"{file} holds unexpected tensor {extra[0]!r}; is it {family.name}?")
     return mc, state
-
-
-def load_hf_gpt2(path: str | Path) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
-    """A Hugging Face GPT-2 directory -> (its ModelConfig, a state dict in gptcli's names)."""
-    family, _, _ = read_config(Path(path)) if (Path(path) / CONFIG_FILE).is_file() else (None,) * 3
-    if family is not None and family.name != "gpt2":
-        raise GptcliError(f"{path}: model_type is {family.name!r}, not gpt2")
-    return load_hf(path)
 
 
 def convert(hf_dir: str | Path, out_dir: str | Path, force: bool = False) -> Path:

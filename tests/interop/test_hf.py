@@ -17,7 +17,7 @@ from gptcli.data.dataset import TokenDataset
 from gptcli.data.prepare import prepare
 from gptcli.errors import GptcliError
 from gptcli.generate import generate
-from gptcli.interop.hf import convert, is_hf_dir, load_hf_gpt2
+from gptcli.interop.hf import convert, is_hf_dir, load_hf
 from gptcli.model import GPT
 from gptcli.training import checkpoint
 from gptcli.training.checkpoint import load_model
@@ -56,7 +56,7 @@ def make_hf(path, seed=0, **overrides):
 
 
 def gptcli_model(path):
-    cfg, state = load_hf_gpt2(path)
+    cfg, state = load_hf(path)
     model = GPT(cfg, state["wte.weight"].shape[0])
     model.load_state_dict(state)
     return model.eval()
@@ -90,7 +90,7 @@ def gpt2_vocab_hf(tmp_path_factory):
 def test_default_activation_is_gpt2s_tanh_gelu(tiny_hf):
     hf_model, path = tiny_hf
     assert hf_model.config.activation_function == "gelu_new"
-    cfg, _ = load_hf_gpt2(path)
+    cfg, _ = load_hf(path)
     assert cfg.activation == "gelu_tanh"
     assert (cfg.position, cfg.norm, cfg.norm_placement) == ("learned", "layernorm", "pre")
     assert cfg.bias and cfg.tie_embeddings
@@ -127,7 +127,7 @@ def test_other_activations(tmp_path, hf_name, ours):
 def test_the_parity_check_can_fail(tiny_hf):
     """Exact GELU in place of the tanh approximation is a small error; the check still sees it."""
     hf_model, path = tiny_hf
-    cfg, state = load_hf_gpt2(path)
+    cfg, state = load_hf(path)
     wrong = GPT(replace(cfg, activation="gelu"), state["wte.weight"].shape[0])
     wrong.load_state_dict(state)
     assert logits_gap(hf_model, wrong.eval()) > 5 * 1e-4  # five times the tolerance
@@ -169,12 +169,12 @@ def copy_hf(src, dst, edit_config=None, edit_weights=None):
 def test_not_an_hf_dir(tmp_path):
     assert not is_hf_dir(tmp_path)
     with pytest.raises(GptcliError, match="no config.json"):
-        load_hf_gpt2(tmp_path)
+        load_hf(tmp_path)
     with pytest.raises(GptcliError, match="not found"):
-        load_hf_gpt2(tmp_path / "missing")
+        load_hf(tmp_path / "missing")
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
     with pytest.raises(GptcliError, match="lacks an integer 'n_layer'"):
-        load_hf_gpt2(tmp_path)
+        load_hf(tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -195,7 +195,7 @@ def test_not_an_hf_dir(tmp_path):
 def test_broken_hf_dirs_are_clear_errors(tiny_hf, tmp_path, edit_config, edit_weights, message):
     path = copy_hf(tiny_hf[1], tmp_path, edit_config, edit_weights)
     with pytest.raises(GptcliError, match=message):
-        load_hf_gpt2(path)
+        load_hf(path)
 
 
 def test_pickled_code_in_a_bin_is_refused(tiny_hf, tmp_path):
@@ -206,7 +206,7 @@ def test_pickled_code_in_a_bin_is_refused(tiny_hf, tmp_path):
     (tmp_path / "config.json").write_text((tiny_hf[1] / "config.json").read_text())
     (tmp_path / "pytorch_model.bin").write_bytes(pickle.dumps({"x": Payload()}, protocol=2))
     with pytest.raises(GptcliError, match="cannot load"):
-        load_hf_gpt2(tmp_path)
+        load_hf(tmp_path)
 
 
 def test_cli_errors_are_one_line(tiny_hf, tmp_path):
@@ -232,7 +232,7 @@ def test_convert_writes_a_checkpoint(gpt2_vocab_hf, tmp_path):
     assert result.exit_code == 0, result.output
     assert "layers" in result.output and "50,257" in result.output
     ckpt = checkpoint.load(out)
-    cfg, state = load_hf_gpt2(path)
+    cfg, state = load_hf(path)
     assert ckpt.config.model == cfg and ckpt.vocab_size == 50257
     assert ckpt.tokenizer_spec == {"type": "gpt2"}
     saved = ckpt.model_state()
@@ -295,7 +295,7 @@ def test_init_from_hf_dir(gpt2_vocab_hf, tmp_path, corpus):
     cfg = tiny_config(data, run, model={"dropout": 0.1}, train={"init_from": str(path), **small})
     result = train(cfg)
 
-    hf_cfg, _ = load_hf_gpt2(path)
+    hf_cfg, _ = load_hf(path)
     effective = replace(cfg, model=replace(hf_cfg, dropout=0.1))
     hf_losses = evaluate(
         AsGptcli(hf_model), TokenDataset(data), effective, torch.device("cpu"), "fp32"

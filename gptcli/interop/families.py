@@ -87,6 +87,14 @@ class Family:
         raise NotImplementedError
 
 
+def first_difference(mc: ModelConfig, fixed: tuple[tuple[str, Any], ...]) -> tuple[str, str] | None:
+    """The first (key, value) a family fixes that mc does not have, as a problem."""
+    for key, value in fixed:
+        if getattr(mc, key) != value:
+            return f"model.{key}", repr(value)
+    return None
+
+
 def require_int(hf: dict[str, Any], keys: tuple[str, ...], where: str) -> None:
     for key in keys:
         if not isinstance(hf.get(key), int) or isinstance(hf.get(key), bool):

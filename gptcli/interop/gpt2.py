@@ -11,7 +11,14 @@ import torch
 from gptcli.config import ModelConfig, config_from_dict
 from gptcli.data.tokenizers import Tokenizer
 from gptcli.errors import GptcliError
-from gptcli.interop.families import FAMILIES, Family, Place, require, require_int
+from gptcli.interop.families import (
+    FAMILIES,
+    Family,
+    Place,
+    first_difference,
+    require,
+    require_int,
+)
 from gptcli.model.mlp import hidden_size
 
 # gptcli's activations -> transformers' names; gelu_new is GPT-2's own tanh approximation.
@@ -45,9 +52,8 @@ class GPT2(Family):
 
     @classmethod
     def problem(cls, mc: ModelConfig) -> tuple[str, str] | None:
-        for key, value in _FIXED:
-            if getattr(mc, key) != value:
-                return f"model.{key}", repr(value)
+        if problem := first_difference(mc, _FIXED):
+            return problem
         if (mc.n_kv_head or mc.n_head) != mc.n_head:
             return "model.n_kv_head", f"model.n_head ({mc.n_head}): GPT-2 has no grouped heads"
         if mc.activation not in ACTIVATIONS:

@@ -11,7 +11,14 @@ from typing import Any
 from gptcli.config import ModelConfig, config_from_dict
 from gptcli.data.tokenizers import Tokenizer
 from gptcli.errors import GptcliError
-from gptcli.interop.families import FAMILIES, Family, Place, require, require_int
+from gptcli.interop.families import (
+    FAMILIES,
+    Family,
+    Place,
+    first_difference,
+    require,
+    require_int,
+)
 from gptcli.model.mlp import hidden_size
 
 RMS_EPS = 1e-5  # gptcli's RMSNorm
@@ -42,9 +49,8 @@ class Llama(Family):
 
     @classmethod
     def problem(cls, mc: ModelConfig) -> tuple[str, str] | None:
-        for key, value in _FIXED:
-            if getattr(mc, key) != value:
-                return f"model.{key}", repr(value)
+        if problem := first_difference(mc, _FIXED):
+            return problem
         if mc.mlp not in GATED:
             return "model.mlp", " or ".join(repr(m) for m in GATED)
         if mc.qk_norm != cls.qk_norm:

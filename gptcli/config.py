@@ -47,6 +47,11 @@ class ModelConfig:
     relative_buckets: int = 32  # position: relative
     relative_max_distance: int = 128  # position: relative
 
+    @property
+    def kv_heads(self) -> int:
+        """The key/value heads the model has: n_kv_head, or one per head when it is null."""
+        return self.n_kv_head or self.n_head
+
 
 @dataclass
 class TrainConfig:

@@ -16,6 +16,7 @@ from gptcli.config import ModelConfig
 from gptcli.data.tokenizers import Tokenizer
 from gptcli.errors import GptcliError
 from gptcli.registry import Registry
+from gptcli.training.checkpoint import stored_tensor
 
 FAMILIES: Registry[type[Family]] = Registry("Hugging Face family")
 
@@ -42,9 +43,7 @@ class Place:
         return dict(zip(self.names, tensor.split(list(self.sizes), dim=0), strict=True))
 
     def join(self, stored: dict[str, torch.Tensor]) -> torch.Tensor:
-        parts = [stored[name] for name in self.names]
-        tensor = parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
-        return tensor.t() if self.transposed else tensor
+        return stored_tensor(stored, self.names, self.transposed)
 
 
 class Family:

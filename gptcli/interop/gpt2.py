@@ -54,7 +54,7 @@ class GPT2(Family):
     def problem(cls, mc: ModelConfig) -> tuple[str, str] | None:
         if problem := first_difference(mc, _FIXED):
             return problem
-        if (mc.n_kv_head or mc.n_head) != mc.n_head:
+        if mc.kv_heads != mc.n_head:
             return "model.n_kv_head", f"model.n_head ({mc.n_head}): GPT-2 has no grouped heads"
         if mc.activation not in ACTIVATIONS:
             return "model.activation", f"one of {', '.join(ACTIVATIONS)}"

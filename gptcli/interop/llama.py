@@ -67,7 +67,7 @@ class Llama(Family):
             "intermediate_size": hidden_size(mc),
             "num_hidden_layers": mc.n_layer,
             "num_attention_heads": mc.n_head,
-            "num_key_value_heads": mc.n_kv_head or mc.n_head,
+            "num_key_value_heads": mc.kv_heads,
             "head_dim": mc.n_embd // mc.n_head,
             "hidden_act": GATED[mc.mlp],
             "max_position_embeddings": mc.block_size,
@@ -88,7 +88,7 @@ class Llama(Family):
     @classmethod
     def table(cls, mc: ModelConfig, names: list[str]) -> dict[str, Place]:
         C, head_dim = mc.n_embd, mc.n_embd // mc.n_head
-        kv = (mc.n_kv_head or mc.n_head) * head_dim
+        kv = mc.kv_heads * head_dim
         hidden = hidden_size(mc)
         table = {}
         for name in names:

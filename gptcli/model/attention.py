@@ -116,7 +116,7 @@ class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.n_head = cfg.n_head
-        self.n_kv_head = cfg.n_kv_head or cfg.n_head
+        self.n_kv_head = cfg.kv_heads
         self.head_dim = cfg.n_embd // cfg.n_head
         kv = self.n_kv_head * self.head_dim
         self.split = (cfg.n_embd, kv, kv)
@@ -131,7 +131,7 @@ class CausalSelfAttention(nn.Module):
     def num_params(cls, cfg: ModelConfig) -> int:
         C, b = cfg.n_embd, int(cfg.bias)
         head_dim = C // cfg.n_head
-        qkv = C + 2 * (cfg.n_kv_head or cfg.n_head) * head_dim
+        qkv = C + 2 * cfg.kv_heads * head_dim
         norms = 2 * QK_NORMS[cfg.qk_norm].num_params(head_dim)
         return C * qkv + qkv * b + C * C + C * b + norms
 

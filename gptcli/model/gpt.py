@@ -92,7 +92,7 @@ class GPT(nn.Module):
     def new_cache(self, batch_size: int, capacity: int) -> list[LayerKV]:
         """An empty KV cache (one LayerKV per block) for `capacity` positions."""
         cfg = self.cfg
-        shape = (batch_size, cfg.n_kv_head or cfg.n_head, capacity, cfg.n_embd // cfg.n_head)
+        shape = (batch_size, cfg.kv_heads, capacity, cfg.n_embd // cfg.n_head)
         p = self.wte.weight
         return [LayerKV(shape, p.device, p.dtype) for _ in range(cfg.n_layer)]
 

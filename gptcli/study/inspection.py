@@ -66,7 +66,7 @@ def attention(subject: Subject, prompt: str, out: Path | None, layer: int | None
     ids = am.encode_prompt(subject.tokenizer, prompt, mc.block_size)
     weights = am.attention_weights(subject.model, torch.tensor([ids]))
     labels = [am.token_label(subject.tokenizer.decode([i])) for i in ids]
-    kv = mc.n_kv_head or mc.n_head
+    kv = mc.kv_heads
     path = am.draw(weights, labels, out or subject.default_out("attention"), subject.title,
                    layer, head, kv)  # fmt: skip
     where = f"layer {layer}" if layer is not None else f"{mc.n_layer} layers"

@@ -80,7 +80,7 @@ def param_report(model: GPT) -> ParamReport:
     """Every module that owns parameters, in model order; shared tensors counted once."""
     mc = model.cfg
     variants = {"position": mc.position, "norm": mc.norm, "norm_placement": mc.norm_placement,
-                "n_kv_head": mc.n_kv_head or mc.n_head, "qk_norm": mc.qk_norm, "mlp": mc.mlp,
+                "n_kv_head": mc.kv_heads, "qk_norm": mc.qk_norm, "mlp": mc.mlp,
                 "mlp_hidden": hidden_size(mc), "activation": mc.activation}  # fmt: skip
     report = ParamReport(variants, variant_line(mc), [], dict.fromkeys(PARTS, 0))
     owner: dict[int, str] = {}

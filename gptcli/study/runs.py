@@ -102,7 +102,7 @@ def load_run(run_dir: Path, state: dict[str, Any] | None = None) -> RunRecord:
     flat = {f"{section}.{k}": v for section, values in asdict(cfg).items()
             for k, v in values.items()}  # fmt: skip
     # null key/value heads means one per head: the same model as naming n_head, shown as such.
-    flat["model.n_kv_head"] = cfg.model.n_kv_head or cfg.model.n_head
+    flat["model.n_kv_head"] = cfg.model.kv_heads
     done = ckpt.step >= cfg.train.max_iters
     status = state["status"] if state else ("done" if done else "partial")
     return RunRecord(

@@ -31,7 +31,7 @@ def variant_line(mc: ModelConfig) -> str:
     from gptcli.model.mlp import hidden_size
 
     line = f"position={mc.position}, norm={mc.norm} ({mc.norm_placement})"
-    kv = mc.n_kv_head or mc.n_head
+    kv = mc.kv_heads
     if kv != mc.n_head:
         line += f", kv heads={kv}/{mc.n_head}"
     if mc.qk_norm != "none":

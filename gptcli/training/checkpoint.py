@@ -258,10 +258,18 @@ def _export_state(
         if missing := [k for k in keys if k not in stored]:
             raise GptcliError(f"{path} lacks tensor {missing[0]!r}, which its {EXPORT_FILE} names")
         # A tied lm_head names wte's tensor: both get the one tensor, as in the model.
-        parts = [stored[k] for k in keys]
-        tensor = parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
-        state[name] = tensor.t() if transposed else tensor
+        state[name] = stored_tensor(stored, keys, transposed)
     return state
+
+
+def stored_tensor(
+    stored: dict[str, torch.Tensor], names: tuple[str, ...], transposed: bool
+) -> torch.Tensor:
+    """One model tensor from a file's: joined along the first dimension when split into
+    several (Llama's q/k/v projections are one c_attn), transposed back when stored so."""
+    parts = [stored[name] for name in names]
+    tensor = parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
+    return tensor.t() if transposed else tensor
 
 
 def _torch_load(path: Path) -> Any:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 
 import typer
-from rich.console import Console
+from rich.console import Console, RenderableType
+from rich.measure import Measurement
 from rich.table import Table
 
 from gptcli.errors import GptcliError
@@ -27,6 +28,18 @@ def user_errors():
     except GptcliError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+
+
+def show(renderable: RenderableType) -> None:
+    """Print a table whole: on a terminal it fits the window, but into a file or a pipe rich
+    would squeeze it to 80 columns and cut numbers (`1,049…`), so there it takes the width it
+    needs."""
+    if console.is_terminal:
+        console.print(renderable)
+        return
+    wide = Console(width=100_000)
+    width = Measurement.get(wide, wide.options, renderable).maximum
+    Console(width=max(width, 20)).print(renderable)
 
 
 def table(title: str, rows: list[tuple[str, object]]) -> Table:

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from gptcli.cli.app import app, console, user_errors
+from gptcli.cli.app import app, console, show, user_errors
 from gptcli.errors import GptcliError
 
 
@@ -57,7 +57,7 @@ def eval_(
     if output == "json":
         typer.echo(json.dumps([r.record() for r in report.results], indent=2))
     else:
-        console.print(_table(report))
+        show(_table(report))
         for r in report.results:
             if r.refused:
                 typer.echo(f"context {r.context} refused: {r.refused}", err=True)

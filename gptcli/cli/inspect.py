@@ -8,13 +8,15 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from gptcli.cli.app import app, console, user_errors
+from gptcli.cli.app import app, show, user_errors
 from gptcli.errors import GptcliError
 
 
 @app.command("inspect")
 def inspect_(
-    subject: str = typer.Argument(..., help="params | attention | positions | norm-leak"),
+    subject: str = typer.Argument(
+        ..., help="params | attention | positions | norm-leak | embeddings"
+    ),
     checkpoint: Path | None = typer.Option(None, "--checkpoint", help="A run or checkpoint."),
     which: str = typer.Option("best", help="best | latest, when given a run directory."),
     config: Path | None = typer.Option(None, "--config", "-c", help="params only: a config."),
@@ -23,7 +25,15 @@ def inspect_(
     prompt: str = typer.Option("", help="attention: the text to attend over."),
     layer: int | None = typer.Option(None, help="attention: one layer \\[default: all]."),
     head: int | None = typer.Option(None, help="attention: one head \\[default: all]."),
-    data: Path | None = typer.Option(None, help="norm-leak: a dataset \\[default: the run's]."),
+    data: Path | None = typer.Option(
+        None, help="norm-leak, embeddings: a dataset \\[default: the run's]."
+    ),
+    tokens: str | None = typer.Option(
+        None, help="embeddings: tokens to find neighbours of, e.g. 'e,t,\\n' \\[default: the 8 "
+        "most frequent]."
+    ),
+    top: int = typer.Option(100, help="embeddings: how many of the most frequent tokens to map."),
+    neighbours: int = typer.Option(5, help="embeddings: neighbours shown per token."),
     out: Path | None = typer.Option(None, help="The PNG \\[default: RUN/inspect/SUBJECT.png]."),
     output: str = typer.Option("table", "--format", help="table | json"),
 ) -> None:
@@ -32,7 +42,9 @@ def inspect_(
     params: parameters module by module, with totals and each part's share (from a checkpoint, or
     from --config before training). attention: the weights each layer and head gives a prompt,
     biases and causal mask included. positions: the position scheme as a picture. norm-leak: how
-    far BatchNorm's batch statistics let a causal model see the future."""
+    far BatchNorm's batch statistics let a causal model see the future. embeddings: each chosen
+    token's nearest neighbours by cosine similarity, and a 2-D map (PCA) of the most frequent
+    tokens (both matrices when the embeddings are untied)."""
     from gptcli.study import inspection
 
     with user_errors():
@@ -46,19 +58,28 @@ def inspect_(
         else:
             if checkpoint is None:
                 raise GptcliError(f"inspect {subject} needs --checkpoint RUN")
-            found = _look(subject, inspection.load_subject(checkpoint, which), prompt, layer,
-                          head, data, out)  # fmt: skip
+            loaded = inspection.load_subject(checkpoint, which)
+            if subject == "embeddings":
+                found = inspection.embeddings(loaded, tokens, top, neighbours, out, data)
+            else:
+                found = _look(subject, loaded, prompt, layer, head, data, out)
     if subject == "params":
         if output == "json":
             typer.echo(json.dumps(report.record(), indent=2))
         else:
-            console.print(_params_table(report))
+            show(_params_table(report))
         return
     if output == "json":
         typer.echo(json.dumps({"summary": found.summary, "picture": str(found.picture or ""),
                                **found.record}))  # fmt: skip
         return
     typer.echo(found.summary)  # plain lines: a path must not be wrapped
+    if found.table is not None:
+        head, rows = found.table
+        grid = Table(*head, title_justify="left")
+        for row in rows:
+            grid.add_row(*row)
+        show(grid)
     if found.picture is not None:
         typer.echo(f"picture: {found.picture}")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import typer
 from tqdm import tqdm
 
-from gptcli.cli.app import app, console, table, user_errors
+from gptcli.cli.app import app, show, table, user_errors
 
 
 @app.command()
@@ -64,7 +64,7 @@ def prepare(
             bars.close()
             typer.echo("aborted; no dataset was written (an existing one is intact)", err=True)
             raise typer.Exit(130) from None
-    console.print(_summary(result, tokenizer))
+    show(_summary(result, tokenizer))
 
 
 def _summary(result, tokenizer: str):

@@ -11,7 +11,7 @@ import typer
 from rich.live import Live
 from rich.table import Table
 
-from gptcli.cli.app import app, console, user_errors
+from gptcli.cli.app import app, console, show, user_errors
 from gptcli.errors import GptcliError
 
 
@@ -96,29 +96,54 @@ def compare(
 ) -> None:
     """One row per variant (runs differing only by seed are one row: mean ± std), sorted by the
     metric. val_loss is the full-split score from eval when a run has one, else the best val
-    loss logged in training; the json says which."""
+    loss logged in training; the json says which. With --baseline each row gets its difference,
+    the 95% confidence interval of it (Welch's t over the seeds) and a verdict: better, worse or
+    within noise; lines under the table say how many seeds would settle each undecided one."""
+    from gptcli.study.compare import METRICS, cells, header, notes, render
     from gptcli.study.compare import compare as run_compare
-    from gptcli.study.compare import header, render
     from gptcli.study.plots import plot_curves
-    from gptcli.study.runs import base_config_names
 
     with user_errors():
         if output not in ("table", "md", "csv", "json"):
             raise GptcliError(f"--format must be table, md, csv or json, got {output!r}")
         rows = run_compare(paths, metric, baseline)
         if plot is not None:
-            title = ", ".join(base_config_names(paths))
-            plot_curves(rows, plot, by, title=title)
+            plot_curves(rows, plot, by, metric)
     if output != "table":
         typer.echo(render(rows, output))
     else:
-        from gptcli.study.compare import METRICS, cells
-
         table = Table(title=f"{metric}: {METRICS[metric]}", title_justify="left")
         for name in header(rows):
             table.add_column(name)
         for i, row in enumerate(rows):
             table.add_row(*cells(row), style="bold green" if i == 0 else None)
-        console.print(table)
+        show(table)
+    if output in ("table", "md"):
+        for line in notes(rows):
+            typer.echo(("" if output == "table" else "- ") + line)
     if plot is not None:
         console.print(f"curves drawn in {plot}")
+
+
+@app.command()
+def report(
+    paths: list[Path] = typer.Argument(..., help="Run directories and sweep directories."),
+    out: Path | None = typer.Option(None, help="The HTML file \\[default: DIR/report.html]."),
+    metric: str = typer.Option("val_loss", help="val_loss | bpb | best_val_loss | train_loss"),
+    baseline: str | None = typer.Option(None, help="The row to diff against: position=learned"),
+    prompt: str | None = typer.Option(
+        None, help="The text whose attention is drawn \\[default: the start of the val split]."
+    ),
+) -> None:
+    """One self-contained HTML page of a study: what was compared (configs, grid, seeds, data,
+    machines), the comparison with 95% intervals and verdicts, the loss curves, every context
+    evaluated, parameters per variant, and the attention and positions of one seed of each
+    variant. Pictures and styles are inline: the file opens anywhere, with no network."""
+    from gptcli.study.report import build_report
+
+    with user_errors():
+        target = out or Path(paths[0]) / "report.html"
+        if target.suffix.lower() not in (".html", ".htm"):
+            raise GptcliError(f"--out {target}: give a file name ending in .html")
+        done = build_report(paths, target, metric, baseline, prompt)
+    console.print(f"{done.rows} variants, {done.runs} runs, {done.pictures} pictures: {done.path}")

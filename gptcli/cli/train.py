@@ -12,7 +12,7 @@ from pathlib import Path
 import typer
 from tqdm import tqdm
 
-from gptcli.cli.app import app, console, table, user_errors
+from gptcli.cli.app import app, console, show, table, user_errors
 
 
 def _on_terminal() -> bool:
@@ -149,7 +149,7 @@ def train(
             )
         raise typer.Exit(128 + result.interrupted)
     if processes.is_main:
-        console.print(table("done", _summary(result)))
+        show(table("done", _summary(result)))
 
 
 def _resume_command(config, set_, device, out, tensorboard: bool, distributed: bool) -> str:

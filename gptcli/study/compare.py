@@ -16,6 +16,7 @@ import yaml
 
 from gptcli.errors import GptcliError
 from gptcli.study.runs import RunRecord, load_runs
+from gptcli.study.stats import Difference, difference
 
 # Keys that never make two runs different variants.
 IGNORED = {
@@ -42,6 +43,8 @@ class Row:
     sources: list[str]  # where each value came from: eval or logged
     metric: str = "val_loss"
     delta: float | None = None
+    baseline: str | None = None  # the name of the row diffed against, when there is one
+    diff: Difference | None = None  # against the baseline; None for the baseline itself
 
     @property
     def scored(self) -> list[float]:
@@ -70,6 +73,10 @@ class Row:
             "std": self.std,
             "values": self.values,
             "delta": self.delta,
+            "baseline": self.baseline,
+            "ci95": list(self.diff.ci95) if self.diff and self.diff.ci95 else None,
+            "verdict": self.diff.verdict if self.diff else None,
+            "seeds_needed": self.diff.seeds_needed if self.diff else None,
             "final_train_loss": _mean([_last(r, "loss") for r in runs]),
             "tokens_per_s": _mean([_tokens_per_s(r) for r in runs]),
             "wall_s": _mean([r.seconds or _last(r, "time") for r in runs]),
@@ -102,9 +109,38 @@ def compare(paths: list[Path], metric: str = "val_loss", baseline: str | None = 
     if baseline is not None:
         base = _find(rows, baseline)
         for row in rows:
-            if row.mean is not None and base.mean is not None:
-                row.delta = row.mean - base.mean
+            row.baseline = base.name
+            if row is base and row.mean is not None:
+                row.delta = 0.0
+            elif row.scored and base.scored:
+                row.diff = difference(row.scored, base.scored)
+                row.delta = row.diff.delta
     return rows
+
+
+def notes(rows: list[Row]) -> list[str]:
+    """What the intervals leave open, a line per row: how many seeds would settle an undecided
+    difference at the spread seen so far, or why a row has no interval."""
+    lines = []
+    for row in rows:
+        d = row.diff
+        if d is None:
+            continue
+        against = f"{row.name} vs {row.baseline}: {d.delta:+.4f}"
+        if d.reason:
+            lines.append(f"{against}, {d.reason}")
+        elif d.undecided and d.seeds_needed is not None:
+            lines.append(f"{against} is within noise with {len(row.scored)} and "
+                         f"{_seed_count(rows, row.baseline)} seeds; about {d.seeds_needed} seeds "
+                         "each would resolve it at this spread")  # fmt: skip
+        elif d.undecided:
+            lines.append(f"{against} is within noise, and no number of seeds would resolve a "
+                         "difference this small at this spread")  # fmt: skip
+    return lines
+
+
+def _seed_count(rows: list[Row], name: str | None) -> int:
+    return next(len(r.scored) for r in rows if r.name == name)
 
 
 def varied_keys(runs: list[RunRecord]) -> list[str]:
@@ -186,26 +222,34 @@ def _status(runs: list[RunRecord]) -> str:
 # --- formats ------------------------------------------------------------------------------------
 
 COLUMNS = ("params", "mean ± std", "n", "Δ", "final train", "tokens/s", "wall s", "status")
+INTERVAL_COLUMNS = ("95% CI of Δ", "verdict")  # with a baseline only
 
 
 def cells(row: Row) -> list[str]:
     d = row.to_dict()
-
-    def num(v, fmt):
-        return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, fmt)
-
-    spread = f"{num(row.mean, '.4f')} ± {num(row.std, '.4f')}" if row.std else num(row.mean, ".4f")
+    spread = _num(row.mean, ".4f") + (f" ± {_num(row.std, '.4f')}" if row.std else "")
+    interval = []
+    if row.baseline is not None:
+        ci = row.diff.ci95 if row.diff else None
+        ci_text = f"{ci[0]:+.4f} .. {ci[1]:+.4f}" if ci else "-"
+        verdict = "baseline" if row.name == row.baseline else (d["verdict"] or "no interval")
+        interval = [ci_text, verdict]
     return [
         *(str(v) for v in row.overrides.values()),
-        f"{d['params']:,}", spread, str(d["n"]), num(row.delta, "+.4f"),
-        num(d["final_train_loss"], ".4f"), num(d["tokens_per_s"], ",.0f"), num(d["wall_s"], ".0f"),
-        d["status"],
+        f"{d['params']:,}", spread, str(d["n"]), _num(row.delta, "+.4f"), *interval,
+        _num(d["final_train_loss"], ".4f"), _num(d["tokens_per_s"], ",.0f"),
+        _num(d["wall_s"], ".0f"), d["status"],
     ]  # fmt: skip
+
+
+def _num(v, fmt: str) -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, fmt)
 
 
 def header(rows: list[Row]) -> list[str]:
     keys = [k.rsplit(".", 1)[-1] for k in rows[0].overrides] if rows else []
-    return [*keys, *COLUMNS]
+    interval = INTERVAL_COLUMNS if rows and rows[0].baseline is not None else ()
+    return [*keys, *COLUMNS[:4], *interval, *COLUMNS[4:]]
 
 
 def render(rows: list[Row], fmt: str) -> str:

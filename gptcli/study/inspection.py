@@ -13,7 +13,7 @@ import torch
 from gptcli.errors import GptcliError
 from gptcli.study.subject import Subject, load_subject
 
-SUBJECTS = ("params", "attention", "positions", "norm-leak")
+SUBJECTS = ("params", "attention", "positions", "norm-leak", "embeddings")
 
 
 @dataclass
@@ -21,6 +21,7 @@ class Finding:
     summary: str
     record: dict[str, Any] = field(default_factory=dict)
     picture: Path | None = None
+    table: tuple[list[str], list[list[str]]] | None = None  # header, rows: shown under summary
 
 
 def params_of(checkpoint: Path | None, config: Path | None, which: str = "best",
@@ -122,3 +123,61 @@ def norm_leak(subject: Subject, out: Path | None, data_dir: Path | None) -> Find
                    f"gives {rec['leak_train_mode']:.3g} in train mode and "
                    f"{rec['leak_eval_mode']:.3g} in eval mode")  # fmt: skip
     return Finding(summary, rec, path)
+
+
+def embeddings(subject: Subject, tokens: str | None, top: int, k: int, out: Path | None,
+               data_dir: Path | None) -> Finding:  # fmt: skip
+    from gptcli.study import embeddings as em
+
+    if top < 2 or k < 1:
+        raise GptcliError(f"--top must be at least 2 and --neighbours at least 1 ({top}, {k})")
+    vocab = subject.ckpt.vocab_size
+    counts, source = _counts(subject, data_dir)
+    order = np.argsort(-counts, kind="stable") if counts is not None else np.arange(vocab)
+    chosen = em.parse_tokens(tokens, subject.tokenizer.encode) if tokens else None
+    ids = chosen or [int(i) for i in order[:8]]
+    seen = order if counts is None else order[counts[order] > 0]  # unseen: not frequent
+    mapped = [int(i) for i in seen[: min(top, vocab)]]
+
+    def name(token: int) -> str:
+        return em.label(subject.tokenizer.decode, token)
+
+    header, rows, maps, record = ["token", "matrix", f"{k} nearest (cosine)"], [], [], []
+    for emb in em.embeddings_of(subject.model):
+        found = em.neighbours(emb.weight, ids, k)
+        for token, near in zip(ids, found, strict=True):
+            rows.append([name(token), emb.name, "  ".join(f"{name(i)} {c:.2f}" for i, c in near)])
+        points, share = em.pca_map(emb.weight, mapped)
+        maps.append((emb.name, points, share))
+        record.append({
+            "matrix": emb.name,
+            "neighbours": [{"token": name(t), "id": t, "nearest": [
+                {"token": name(i), "id": i, "cosine": c} for i, c in near]}
+                for t, near in zip(ids, found, strict=True)],
+            "map": [{"token": name(i), "id": i, "x": float(x), "y": float(y)}
+                    for i, (x, y) in zip(mapped, points, strict=True)],
+            "explained_variance": [float(v) for v in share],
+        })  # fmt: skip
+    path = em.draw(maps, [name(i) for i in mapped], out or subject.default_out("embeddings"),
+                   f"{subject.title}\n{len(mapped)} {source}")  # fmt: skip
+    summary = (f"{len(ids)} tokens' nearest neighbours in {len(maps)} embedding matrix"
+               f"{'es' * (len(maps) > 1)}; map of the {len(mapped)} {source}")  # fmt: skip
+    return Finding(summary, {"frequency": source, "matrices": record}, path, (header, rows))
+
+
+def _counts(subject: Subject, data_dir: Path | None):
+    """Token counts for "most frequent", and the words saying where they came from."""
+    from gptcli.data.dataset import TokenDataset
+    from gptcli.evaluate import check_same_tokenizer
+    from gptcli.study import embeddings as em
+
+    where = data_dir or Path(subject.ckpt.config.data.dir)
+    try:
+        data = TokenDataset(where)
+        check_same_tokenizer(data, subject.ckpt.tokenizer_spec, subject.ckpt.vocab_size)
+    except GptcliError:
+        if data_dir is not None:
+            raise
+        return None, f"first token ids (no dataset at {where} to count frequencies in)"
+    counts = em.token_counts(where, subject.ckpt.vocab_size)
+    return counts, f"most frequent tokens of {where}'s train split"

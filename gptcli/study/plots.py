@@ -1,5 +1,6 @@
 """Loss curves of compared rows: val solid, train dashed, one colour per row, the seeds' spread
-shaded; written as a PNG with matplotlib's Agg backend (no display needed)."""
+shaded; in the metric compare was asked for (bits per byte puts every tokenizer on one scale);
+written as a PNG with matplotlib's Agg backend (no display needed)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,21 @@ from gptcli.study import pictures
 from gptcli.study.compare import Row
 
 AXES = {"step": "step", "time": "training time (s)", "tokens": "tokens seen"}
+Y_LABELS = {
+    "nats": "loss (nats/token): val solid, train dashed",
+    "bpb": "bits per byte: val solid, train dashed",
+}
 
 
-def plot_curves(rows: list[Row], out: Path, by: str = "step", title: str = "runs") -> Path:
+def plot_curves(rows: list[Row], out: Path, by: str = "step", metric: str = "val_loss") -> Path:
     if by not in AXES:
         raise GptcliError(f"--by must be one of {', '.join(AXES)}, got {by!r}")
+    scale = "bpb" if metric == "bpb" else "nats"
+    if scale == "bpb":
+        rows = [row for row in rows if _factor(row) is not None]
+        if not rows:
+            raise GptcliError("no run has a full-split eval to convert its curves to bits per "
+                              "byte; run gptcli eval --checkpoint RUN first")  # fmt: skip
     plt = pictures.pyplot()
     fig, ax = plt.subplots(figsize=(8, 5), dpi=100)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -26,6 +37,9 @@ def plot_curves(rows: list[Row], out: Path, by: str = "step", title: str = "runs
             xs, mean, low, high = _band(row, key, by)
             if xs is None:
                 continue
+            if scale == "bpb":  # nats/token x the run's val split's (bits/byte)/(nats/token)
+                factor = _factor(row)
+                mean, low, high = mean * factor, low * factor, high * factor
             ax.plot(xs, mean, style, color=colour, label=label, linewidth=1.5)
             if len(row.runs) > 1:
                 ax.fill_between(xs, low, high, color=colour, alpha=0.15, linewidth=0)
@@ -36,12 +50,26 @@ def plot_curves(rows: list[Row], out: Path, by: str = "step", title: str = "runs
         axis.set_major_formatter(ScalarFormatter())
         axis.set_minor_formatter(ScalarFormatter())
     ax.set_xlabel(AXES[by])
-    ax.set_ylabel("loss (nats/token): val solid, train dashed")
-    ax.set_title(title)
+    ax.set_ylabel(Y_LABELS[scale])
+    ax.set_title(title(rows), fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
     return pictures.save(fig, out)
+
+
+def title(rows: list[Row]) -> str:
+    """Every row's data and tokenizer, with how many runs each, in words."""
+    counts: dict[str, int] = {}
+    for row in rows:
+        for run in row.runs:
+            counts[run.data_label] = counts.get(run.data_label, 0) + 1
+    return "\n".join(f"{label}: {n} run{'s' * (n > 1)}" for label, n in counts.items())
+
+
+def _factor(row: Row) -> float | None:
+    factors = [f for f in (run.bits_per_byte_factor() for run in row.runs) if f is not None]
+    return sum(factors) / len(factors) if factors else None
 
 
 def _band(row: Row, key: str, by: str):

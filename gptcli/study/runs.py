@@ -37,11 +37,11 @@ class RunRecord:
         key = ("step", "split", "context", "stride", "max_tokens")
         wanted = (self.step, "val", block, block, None)
         for e in reversed(self.evals):
-            if tuple(e.get(k) for k in key) == wanted and self._own_data(e.get("data")):
+            if tuple(e.get(k) for k in key) == wanted and self.own_data(e.get("data")):
                 return e
         return None
 
-    def _own_data(self, data: str | None) -> bool:
+    def own_data(self, data: str | None) -> bool:
         """Whether an eval.json entry scored the run's own dataset (eval --data may score
         another one, which must not stand for the run's val loss)."""
         own = str(self.flat["data.dir"])
@@ -53,6 +53,21 @@ class RunRecord:
         by_step = {r["step"]: (r["step"], r.get("time", 0.0), r[key]) for r in self.metrics
                    if key in r and r[key] is not None}  # fmt: skip
         return [by_step[step] for step in sorted(by_step)]
+
+    @property
+    def data_label(self) -> str:
+        """What the run was trained on, in words: its dataset, tokenizer and vocabulary."""
+        kind = self.tokenizer.get("type", "unknown")
+        data = Path(str(self.flat["data.dir"])).name
+        return f"{data} ({kind} tokenizer, {self.vocab_size:,} tokens)"
+
+    def bits_per_byte_factor(self) -> float | None:
+        """Bits per byte per nat per token on the run's val split (from its full-split eval): the
+        factor that puts a loss curve on a scale shared across tokenizers."""
+        full = self.full_eval()
+        if not full or not full.get("loss") or full.get("bits_per_byte") is None:
+            return None
+        return full["bits_per_byte"] / full["loss"]
 
     @property
     def tokens_per_step(self) -> int:

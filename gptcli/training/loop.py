@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from gptcli import lock
+from gptcli import environment, lock
 from gptcli.config import Config
 from gptcli.data.tokenizers import tokenizer_from_spec
 from gptcli.errors import GptcliError
@@ -68,6 +68,9 @@ def _train(cfg: Config, d, device, resume: bool, force: bool, callbacks) -> Trai
     cb.on_start(run_info(run))
     if d.is_main and force and not resume:
         checkpoint.forget(run.out_dir)  # only now that the new run is sure to start
+    if d.is_main:
+        where = environment.describe(device, d.world_size, run.precision)
+        environment.record(run.out_dir, run.start_step, where)
     log = metrics_log(run, append=resume)
     with log, StopSignal(escalate=not d.enabled) as stop:
         result = Loop(run, cb, log, stop).fit()

@@ -2,6 +2,7 @@ import csv
 import io
 import json
 import statistics
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -133,3 +134,88 @@ def test_key_value_heads_are_named_by_their_number(tmp_path, char_data):
     rows = compare(dirs)
     assert sorted(r.name for r in rows) == ["n_kv_head=1", "n_kv_head=2"]
     assert len(next(r for r in rows if r.name == "n_kv_head=2").runs) == 2
+
+
+def test_rows_against_a_baseline_carry_welch_intervals_and_verdicts(runs):
+    from gptcli.study.compare import notes
+    from gptcli.study.stats import difference
+
+    rows = compare(runs, baseline="position=learned")
+    records = {r["name"]: r for r in json.loads(render(rows, "json"))}
+    base, rope = records["position=learned"], records["position=rope"]
+    assert base["ci95"] is None and base["verdict"] is None and base["delta"] == 0.0
+    expected = difference(rope["values"], base["values"])
+    assert rope["ci95"] == pytest.approx(list(expected.ci95))
+    assert rope["verdict"] == expected.verdict in ("better", "worse", "within noise")
+    low, high = rope["ci95"]
+    assert low <= rope["delta"] <= high
+    assert rope["verdict"] == ("better" if high < 0 else "worse" if low > 0 else "within noise")
+    table = list(csv.reader(io.StringIO(render(rows, "csv"))))
+    assert table[0][:6] == ["position", "params", "mean ± std", "n", "Δ", "95% CI of Δ"]
+    assert table[0][6] == "verdict"
+    by_name = {line[0]: line for line in table[1:]}
+    assert by_name["learned"][6] == "baseline" and by_name["rope"][6] == rope["verdict"]
+    assert "| 95% CI of Δ | verdict |" in render(rows, "md").splitlines()[0]
+    undecided = [line for line in notes(rows) if "within noise" in line]
+    assert bool(undecided) == (rope["verdict"] == "within noise")
+    if undecided:
+        assert f"about {rope['seeds_needed']} seeds each" in undecided[0]
+
+
+def test_one_seed_a_side_says_no_interval_can_be_given(runs):
+    from gptcli.study.compare import notes
+
+    rows = compare([runs[0], runs[2]], baseline="position=learned")
+    rope = next(r for r in rows if r.name == "position=rope")
+    assert rope.to_dict()["ci95"] is None and rope.to_dict()["verdict"] is None
+    assert rope.delta is not None
+    assert notes(rows) == [f"position=rope vs position=learned: {rope.delta:+.4f}, one seed on "
+                           "a side: no interval can be given"]  # fmt: skip
+    done = CliRunner().invoke(app, ["compare", str(runs[0]), str(runs[2]), "--baseline",
+                                    "position=learned"])  # fmt: skip
+    assert done.exit_code == 0 and "no interval can be given" in done.output
+    rope_line = next(line for line in done.output.splitlines() if line.startswith("│ rope"))
+    assert "no interval" in rope_line  # the verdict cell
+
+
+def test_a_table_into_a_pipe_or_file_is_never_cut(tmp_path, char_data):
+    """Many varied keys make the table far wider than 80 columns: written to a non-terminal it
+    keeps every number whole."""
+    dirs = []
+    for i, (position, norm, act) in enumerate((("learned", "layernorm", "gelu"),
+                                               ("rope", "rmsnorm", "relu"))):  # fmt: skip
+        out = tmp_path / f"r{i}"
+        train(tiny_config(char_data, out, model={"position": position, "norm": norm,
+                                                 "activation": act, "bias": True},
+                          train={"max_iters": 10, "lr": 2e-3 + i * 1e-3}))  # fmt: skip
+        dirs.append(str(out))
+    done = CliRunner().invoke(app, ["compare", *dirs, "--baseline", "position=learned"])
+    assert done.exit_code == 0, done.output
+    assert "…" not in done.output
+    lines = done.output.splitlines()
+    header = next(line for line in lines if "position" in line and "params" in line)
+    assert max(len(line) for line in lines) > 100 and "verdict" in header and "status" in header
+    rows = compare([Path(d) for d in dirs], baseline="position=learned")
+    for row in rows:
+        assert f"{row.mean:.4f}" in done.output and f"{row.runs[0].params:,}" in done.output
+
+
+def test_the_plot_draws_the_metric_asked_for_and_names_every_dataset(runs, tmp_path, monkeypatch):
+    from gptcli.study import pictures, plots
+
+    drawn = []
+    monkeypatch.setattr(pictures, "save", lambda fig, out: drawn.append(fig) or Path(out))
+    rows = compare(runs, metric="bpb")
+    plots.plot_curves(rows, tmp_path / "p.png", "step", "bpb")
+    ax = drawn[-1].axes[0]
+    assert ax.get_ylabel().startswith("bits per byte")
+    assert "data (char tokenizer" in ax.get_title() and "4 runs" in ax.get_title()
+    row = next(r for r in rows if r.name == ax.get_lines()[0].get_label())
+    full = row.runs[0].full_eval()
+    factor = statistics.fmean(r.full_eval()["bits_per_byte"] / r.full_eval()["loss"]
+                              for r in row.runs)  # fmt: skip
+    logged = statistics.fmean(r.curve("val_loss")[-1][2] for r in row.runs)
+    assert ax.get_lines()[0].get_ydata()[-1] == pytest.approx(logged * factor)
+    assert full["bits_per_byte"] / full["loss"] == pytest.approx(factor)
+    plots.plot_curves(compare(runs), tmp_path / "q.png", "step", "val_loss")
+    assert drawn[-1].axes[0].get_ylabel().startswith("loss (nats/token)")

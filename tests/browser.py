@@ -43,7 +43,9 @@ def problems(driver) -> list[dict]:
     return [e for e in driver.get_log("browser") if e["level"] in ("SEVERE", "WARNING")]
 
 
-def screenshot(page: Path, out: Path, max_height: int = 5000) -> None:
+def screenshot(page: Path, out: Path, max_height: int = 2400) -> None:
+    """The top of the page, at most max_height pixels (the whole of a long report is unreadable
+    once a README scales it down)."""
     with browser() as driver:
         driver.get(Path(page).resolve().as_uri())
         height = driver.execute_script("return document.body.scrollHeight")

@@ -105,8 +105,7 @@ def load_grid(path: Path) -> Grid:
         raise GptcliError(f"grid file {path}: unknown key {unknown[0]!r}; use {GRID_KEYS}")
     sets = raw.get("set") or {}
     if isinstance(sets, dict):
-        sets = [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip()}" for k, v in
-                _flat(sets).items()]  # fmt: skip
+        sets = [f"{k}={yaml_text(v)}" for k, v in _flat(sets).items()]
     elif not (isinstance(sets, list) and all(isinstance(x, str) for x in sets)):
         raise GptcliError(f"grid file {path}: set must map keys to values, e.g. "
                           "{train.max_iters: 1000}")  # fmt: skip
@@ -206,5 +205,9 @@ def _short_names(keys: list[str]) -> dict[str, str]:
 
 def _text(value: Any) -> str:
     # As YAML writes it (true, null, 0.001), so the name reads as the --set that made it.
-    text = yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
-    return re.sub(r"[^A-Za-z0-9._+-]", "_", text)
+    return re.sub(r"[^A-Za-z0-9._+-]", "_", yaml_text(value))
+
+
+def yaml_text(value: Any) -> str:
+    """A value as --set takes it: 1000, true, null, [1, 2] (without YAML's '...' end marker)."""
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()

@@ -57,8 +57,9 @@ def table(head: list[str], rows: list[list[str]], text_columns: int = 1,
         cls = f' class="{" ".join(classes)}"' if classes else ""
         return f"<{tag}{cls}>{escape(value)}</{tag}>"
 
-    titles = "".join(cell("th", i, h) for i, h in enumerate(head))
-    lines = [f'<div class="wide"><table>\n<tr>{titles}</tr>']
+    lines = ['<div class="wide"><table>']
+    if any(head):  # a table of facts has no column titles
+        lines.append("<tr>" + "".join(cell("th", i, h) for i, h in enumerate(head)) + "</tr>")
     for n, row in enumerate(rows):
         attr = ' class="best"' if best_first and n == 0 else ""
         lines.append(f"<tr{attr}>" + "".join(cell("td", i, v) for i, v in enumerate(row)) + "</tr>")

@@ -21,11 +21,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from gptcli import atomic, lock
 from gptcli.errors import GptcliError
-from gptcli.study.grid import Combo, Grid, expand
+from gptcli.study.grid import Combo, Grid, expand, yaml_text
 from gptcli.training import checkpoint
 from gptcli.training.device import available_cores
 
@@ -163,7 +161,7 @@ class Sweep:
         combo, run_dir = self.combos[state.name], Path(state.dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         command = [sys.executable, "-m", "gptcli", "train", "--config", str(self.grid.config)]
-        overrides = [*self.grid.sets, *(f"{k}={_yaml(v)}" for k, v in combo.overrides.items())]
+        overrides = [*self.grid.sets, *(f"{k}={yaml_text(v)}" for k, v in combo.overrides.items())]
         overrides.append(f"train.threads={threads}")
         command += [arg for text in overrides for arg in ("--set", text)]
         command += ["--out", str(run_dir)]
@@ -242,10 +240,6 @@ def _error_line(run_dir: Path, code: int, start: int = 0) -> str:
         return f"killed by {signal.Signals(-code).name}"
     last = [line.strip() for line in lines if line.strip()]
     return f"exit code {code}" + (f": {last[-1][:200]}" if last else "")
-
-
-def _yaml(value: Any) -> str:
-    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
 
 
 def _gpu_count() -> int:

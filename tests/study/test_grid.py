@@ -58,12 +58,15 @@ def test_grid_file_says_what_the_command_line_says(tmp_path, char_data):
     config = base_config(tmp_path, char_data)
     path = tmp_path / "grid.yaml"
     path.write_text(yaml.safe_dump({
-        "config": str(config), "out": str(tmp_path / "s"), "set": {"train": {"lr": 0.002}},
+        "config": str(config), "out": str(tmp_path / "s"),
+        "set": {"train": {"lr": 0.002, "max_iters": 7}},
         "vary": {"model.position": ["learned", "rope"]}, "seeds": [1, 2],
     }))  # fmt: skip
     from_file = load_grid(path)
+    assert from_file.sets == ["train.lr=0.002", "train.max_iters=7"]  # as --set reads them
     vary = dict([parse_vary("model.position=learned,rope")])
-    from_flags = Grid(config, tmp_path / "s", ["train.lr=0.002"], vary, parse_seeds("1,2"))
+    sets = ["train.lr=0.002", "train.max_iters=7"]
+    from_flags = Grid(config, tmp_path / "s", sets, vary, parse_seeds("1,2"))
     assert [(c.name, c.config) for c in expand(from_file)] == [
         (c.name, c.config) for c in expand(from_flags)
     ]

@@ -45,7 +45,7 @@ def read(run_dir: Path) -> list[dict[str, Any]]:
         entries = json.loads((Path(run_dir) / FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return []
-    return entries if isinstance(entries, list) else []
+    return [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
 
 
 def _cores() -> int | None:

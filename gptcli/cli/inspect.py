@@ -59,16 +59,22 @@ def inspect_(
             if checkpoint is None:
                 raise GptcliError(f"inspect {subject} needs --checkpoint RUN")
             loaded = inspection.load_subject(checkpoint, which)
-            if subject == "embeddings":
-                found = inspection.embeddings(loaded, tokens, top, neighbours, out, data)
-            else:
-                found = _look(subject, loaded, prompt, layer, head, data, out)
+            found = _look(subject, loaded, prompt, layer, head, data, out,
+                          (tokens, top, neighbours))  # fmt: skip
     if subject == "params":
-        if output == "json":
-            typer.echo(json.dumps(report.record(), indent=2))
-        else:
-            show(_params_table(report))
-        return
+        _show_params(report, output)
+    else:
+        _show_finding(found, output)
+
+
+def _show_params(report, output: str) -> None:
+    if output == "json":
+        typer.echo(json.dumps(report.record(), indent=2))
+    else:
+        show(_params_table(report))
+
+
+def _show_finding(found, output: str) -> None:
     if output == "json":
         typer.echo(json.dumps({"summary": found.summary, "picture": str(found.picture or ""),
                                **found.record}))  # fmt: skip
@@ -84,9 +90,12 @@ def inspect_(
         typer.echo(f"picture: {found.picture}")
 
 
-def _look(subject, loaded, prompt, layer, head, data, out):
+def _look(subject, loaded, prompt, layer, head, data, out, embedding_options):
     from gptcli.study import inspection
 
+    if subject == "embeddings":
+        tokens, top, neighbours = embedding_options
+        return inspection.embeddings(loaded, tokens, top, neighbours, out, data)
     if subject == "attention":
         return inspection.attention(loaded, prompt, out, layer, head)
     if subject == "positions":

@@ -143,7 +143,7 @@ def report(
 
     with user_errors():
         target = out or Path(paths[0]) / "report.html"
-        if target.suffix.lower() not in (".html", ".htm"):
+        if target.suffix.lower() not in (".html", ".htm") or target.is_dir():
             raise GptcliError(f"--out {target}: give a file name ending in .html")
         done = build_report(paths, target, metric, baseline, prompt)
     console.print(f"{done.rows} variants, {done.runs} runs, {done.pictures} pictures: {done.path}")

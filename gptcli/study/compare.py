@@ -114,7 +114,7 @@ def compare(paths: list[Path], metric: str = "val_loss", baseline: str | None = 
                 row.delta = 0.0
             elif row.scored and base.scored:
                 row.diff = difference(row.scored, base.scored)
-                row.delta = row.diff.delta
+                row.delta = row.diff.delta if math.isfinite(row.diff.delta) else None
     return rows
 
 

@@ -113,7 +113,8 @@ def draw(maps: list[tuple[str, np.ndarray, np.ndarray]], labels: list[str], out:
     for ax, (name, points, share) in zip(axes[0], maps, strict=True):
         ax.scatter(points[:, 0], points[:, 1], s=8, color="tab:blue", alpha=0.5)
         for (x, y), label in zip(points, labels, strict=True):
-            ax.annotate(label, (x, y), fontsize=8, ha="center", va="bottom")
+            # parse_math off: a token such as "$x$" is text, not TeX.
+            ax.annotate(label, (x, y), fontsize=8, ha="center", va="bottom", parse_math=False)
         ax.set_xlabel(f"principal component 1 ({share[0]:.0%} of variance)")
         ax.set_ylabel(f"principal component 2 ({share[1]:.0%} of variance)")
         ax.set_title(name, fontsize=10)

@@ -175,9 +175,10 @@ def _counts(subject: Subject, data_dir: Path | None):
     try:
         data = TokenDataset(where)
         check_same_tokenizer(data, subject.ckpt.tokenizer_spec, subject.ckpt.vocab_size)
-    except GptcliError:
+    except GptcliError as exc:
         if data_dir is not None:
             raise
-        return None, f"first token ids (no dataset at {where} to count frequencies in)"
+        why = "another tokenizer" if (where / "meta.json").is_file() else "no dataset"
+        return None, f"first token ids ({why} at {where} to count frequencies in: {exc})"
     counts = em.token_counts(where, subject.ckpt.vocab_size)
     return counts, f"most frequent tokens of {where}'s train split"

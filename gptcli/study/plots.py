@@ -23,8 +23,9 @@ def plot_curves(rows: list[Row], out: Path, by: str = "step", metric: str = "val
     if by not in AXES:
         raise GptcliError(f"--by must be one of {', '.join(AXES)}, got {by!r}")
     scale = "bpb" if metric == "bpb" else "nats"
-    if scale == "bpb":
-        rows = [row for row in rows if _factor(row) is not None]
+    left_out = [row.name for row in rows if scale == "bpb" and _factor(row) is None]
+    if left_out:
+        rows = [row for row in rows if row.name not in left_out]
         if not rows:
             raise GptcliError("no run has a full-split eval to convert its curves to bits per "
                               "byte; run gptcli eval --checkpoint RUN first")  # fmt: skip
@@ -51,7 +52,8 @@ def plot_curves(rows: list[Row], out: Path, by: str = "step", metric: str = "val
         axis.set_minor_formatter(ScalarFormatter())
     ax.set_xlabel(AXES[by])
     ax.set_ylabel(Y_LABELS[scale])
-    ax.set_title(title(rows), fontsize=9)
+    note = f"\nnot drawn (no full-split eval): {', '.join(left_out)}" if left_out else ""
+    ax.set_title(title(rows) + note, fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()

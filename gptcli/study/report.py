@@ -116,22 +116,23 @@ def _varied(rows: list[Row]) -> dict[str, list[str]]:
 
 
 def _machines(runs: list[RunRecord]) -> list[str]:
-    """Each distinct environment the runs were trained in, with how many runs; runs that predate
-    environment.json are counted as such rather than guessed."""
+    """Each distinct environment the runs were trained in, with how many runs (a resumed run
+    may name more than one); runs that predate environment.json are counted as such rather than
+    guessed."""
     seen: dict[str, int] = {}
     for run in runs:
-        entries = environment.read(run.dir)
-        for e in entries or [None]:
-            if e is None:
-                text = "not recorded (trained before gptcli kept environment.json)"
-            else:
-                commit = f" at {e['commit']}" if e.get("commit") else ""
-                text = (f"gptcli {e.get('gptcli')}{commit}, torch {e.get('torch')}, Python "
-                        f"{e.get('python')}, {e.get('cpu')} ({e.get('cores')} cores), device "
-                        f"{e.get('device')}, {e.get('precision')}, {e.get('processes')} "
-                        "process(es)")  # fmt: skip
+        texts = {_machine(e) for e in environment.read(run.dir)} or {
+            "not recorded (trained before gptcli kept environment.json)"}
+        for text in texts:
             seen[text] = seen.get(text, 0) + 1
     return [f"{text}: {n} run{'s' * (n > 1)}" for text, n in seen.items()]
+
+
+def _machine(e: dict) -> str:
+    commit = f" at {e['commit']}" if e.get("commit") else ""
+    return (f"gptcli {e.get('gptcli')}{commit}, torch {e.get('torch')}, Python {e.get('python')}, "
+            f"{e.get('cpu')} ({e.get('cores')} cores), device {e.get('device')}, "
+            f"{e.get('precision')}, {e.get('processes')} process(es)")  # fmt: skip
 
 
 def _comparison(rows: list[Row], metric: str) -> list[str]:
@@ -229,7 +230,7 @@ def _insides(rows: list[Row], prompt: str | None, pictures: Pictures) -> list[st
                  else html.paragraph(where.summary, muted=True))  # fmt: skip
         parts += [
             html.heading(f"{row.name} (seed {row.runs[0].seed})", 3),
-            html.paragraph(f"{seen.summary}; positions: {where.summary}", muted=True),
+            html.paragraph(f"{seen.summary} ({text!r}); positions: {where.summary}", muted=True),
             html.pair(pictures.inline(seen.picture, f"attention of {row.name}"), right),
         ]
     return parts

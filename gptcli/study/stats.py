@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import statistics
+import warnings
 from dataclasses import dataclass
 
 LEVEL = 0.95
@@ -27,6 +28,8 @@ class Difference:
 
 def difference(values: list[float], baseline: list[float]) -> Difference:
     """Row minus baseline, for a metric where lower is better (every compare metric is a loss)."""
+    if not all(math.isfinite(v) for v in [*values, *baseline]):
+        return Difference(math.nan, None, None, reason="a value is not finite: no interval")
     delta = statistics.fmean(values) - statistics.fmean(baseline)
     if len(values) < 2 or len(baseline) < 2:
         return Difference(delta, None, None, reason="one seed on a side: no interval can be given")
@@ -35,8 +38,13 @@ def difference(values: list[float], baseline: list[float]) -> Difference:
         return Difference(delta, None, None, reason="no spread between seeds: no interval")
     from scipy import stats
 
-    result = stats.ttest_ind(values, baseline, equal_var=False)
-    interval = result.confidence_interval(LEVEL)
+    with warnings.catch_warnings():
+        # One side with no spread (identical seeds) makes scipy warn of "catastrophic
+        # cancellation" in that side's variance; the interval is still right (the tests check
+        # it by hand), and a user's terminal should not show the warning.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        result = stats.ttest_ind(values, baseline, equal_var=False)
+        interval = result.confidence_interval(LEVEL)
     low, high = float(interval.low), float(interval.high)
     if high < 0:
         return Difference(delta, (low, high), "better")
@@ -47,9 +55,9 @@ def difference(values: list[float], baseline: list[float]) -> Difference:
 
 
 def seeds_to_resolve(delta: float, var_a: float, var_b: float) -> int | None:
-    """The fewest seeds per side whose 95% interval would exclude zero if the means and
-    variances stayed as observed (Welch's degrees of freedom at equal n); None when no count
-    up to MAX_SEEDS would."""
+    """The fewest seeds per side (the same number on both) whose 95% interval would exclude zero
+    if the means and variances stayed as observed (Welch's degrees of freedom at equal n); None
+    when no count up to MAX_SEEDS would."""
     if delta == 0:
         return None
     from scipy import stats

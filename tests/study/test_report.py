@@ -92,11 +92,13 @@ def test_the_page_holds_the_study_and_needs_nothing_else(study, tmp_path):
     assert any(v in text for v in ("better", "worse", "within noise"))
     assert "16 (trained)" in text and ">32<" in text
     assert f"torch {torch.__version__}" in text  # where the runs were trained
-    assert "model.position" in text and "1, 2" in text  # the grid and its seeds
+    assert '<td class="text">seeds</td><td class="text">1, 2</td>' in text
+    assert "model.position" in text  # the grid
 
 
 @pytest.mark.skipif(not (browser.CHROMIUM and browser.DRIVER), reason=browser.MISSING)
 def test_chromium_opens_the_page_decodes_every_picture_and_logs_no_error(study, tmp_path):
+    pytest.importorskip("selenium", reason="selenium (a dev extra) is not installed")
     out = make_report(study, tmp_path)
     with browser.browser() as driver:
         driver.get(out.resolve().as_uri())
@@ -112,7 +114,9 @@ def test_chromium_opens_the_page_decodes_every_picture_and_logs_no_error(study, 
 def test_bad_input_is_one_line(study, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
+    (tmp_path / "dir.html").mkdir()
     for args in (["report", str(empty)], ["report", str(study), "--out", str(tmp_path / "x.txt")],
+                 ["report", str(study), "--out", str(tmp_path / "dir.html")],
                  ["report", str(study), "--baseline", "position=rope"]):  # fmt: skip
         done = runner.invoke(app, args)
         assert done.exit_code == 2, done.output
@@ -140,3 +144,20 @@ def test_runs_of_two_datasets_need_bits_per_byte(study, tmp_path):
     assert "bpb: bits per byte" in text  # the metric asked for, named
     assert "od (char tokenizer" in text and "data (char tokenizer" in text  # both datasets
     assert text.count("data:image/png;base64,") == 7  # curves + 3 variants x 2 pictures
+
+
+def test_names_are_escaped_and_a_run_without_its_data_still_reports(tmp_path):
+    from gptcli.study.report import build_report
+    from gptcli.training.loop import train
+
+    from ..conftest import tiny_config
+
+    (tmp_path / "c.txt").write_text(make_text(300), encoding="utf-8")
+    data = prepare(input_path=tmp_path / "c.txt", tokenizer="char", out_dir=tmp_path / "d")
+    run = tmp_path / 'a<b>&"x'
+    train(tiny_config(data.out_dir, run, train={"max_iters": 4}))
+    (tmp_path / "d" / "meta.json").unlink()  # the dataset is gone: no default prompt from it
+    done = build_report([run], tmp_path / "r.html")
+    text = done.path.read_text(encoding="utf-8")
+    assert "a&lt;b&gt;&amp;&quot;x" in text and 'a<b>' not in text
+    assert done.pictures == 3 and text.count("data:image/png;base64,") == 3

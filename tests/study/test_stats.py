@@ -36,6 +36,19 @@ def test_interval_is_welchs_and_the_verdict_follows_it(a, b, verdict):
     assert (d.seeds_needed is not None) == (verdict == "within noise")
 
 
+def test_no_spread_on_one_side_leaves_the_other_sides_degrees_of_freedom():
+    a, b = [1.5, 1.5, 1.5], [1.6, 1.7, 1.65]
+    d = difference(a, b)
+    half = scipy_stats.t.ppf(0.975, 2) * statistics.stdev(b) / math.sqrt(3)
+    assert d.ci95 == pytest.approx((d.delta - half, d.delta + half))
+    assert d.verdict == "better"
+
+
+def test_a_value_that_is_not_finite_gives_no_interval():
+    d = difference([1.5, math.nan], [1.6, 1.7])
+    assert d.ci95 is None and d.verdict is None and "not finite" in d.reason
+
+
 def test_no_interval_with_one_seed_or_no_spread():
     one = difference([1.5], [1.6, 1.7])
     assert one.ci95 is None and one.verdict is None and "one seed" in one.reason

@@ -111,8 +111,9 @@ def draw(
             ax.set_title(f"layer {li} head {hi}{shared}", fontsize=8)
             if T <= MAX_LABELLED:
                 ticks = range(T)
-                ax.set_xticks(ticks, labels, rotation=90, fontsize=6)
-                ax.set_yticks(ticks, labels, fontsize=6)
+                # parse_math off: a prompt with two "$" is text, not TeX.
+                ax.set_xticks(ticks, labels, rotation=90, fontsize=6, parse_math=False)
+                ax.set_yticks(ticks, labels, fontsize=6, parse_math=False)
             else:
                 ax.set_xticks([])
                 ax.set_yticks([])

@@ -145,3 +145,15 @@ def test_a_gpt2_tokenizer_model_shows_its_frequent_tokens(tmp_path):
     assert done.exit_code == 0, done.output
     mapped = [p["token"] for p in json.loads(done.output)["matrices"][0]["map"]]
     assert len(mapped) == 12 and "." in mapped  # every sentence ends with one
+
+
+def test_labels_that_look_like_tex_are_drawn_as_text(tmp_path):
+    from gptcli.study import attention_maps
+
+    labels = ["$\\frac{$", "$x$", "a"]  # the first is broken TeX: mathtext would raise
+    points, share = em.pca_map(planted(3, 4, 3), [0, 1, 2])
+    out = em.draw([("wte", points, share)], labels, tmp_path / "e.png", "t")
+    assert out.read_bytes()[:8] == PNG
+    weights = torch.softmax(torch.randn(1, 1, 3, 3), -1)
+    out = attention_maps.draw(weights, labels, tmp_path / "a.png", "t", None, None, 1)
+    assert out.read_bytes()[:8] == PNG

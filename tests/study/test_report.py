@@ -19,6 +19,7 @@ from gptcli.study.sweep import Sweep
 
 from .. import browser
 from ..conftest import make_text
+from .test_grid import base_config
 
 PNG = b"\x89PNG\r\n\x1a\n"
 runner = CliRunner()
@@ -30,13 +31,7 @@ def study(tmp_path_factory):
     root = tmp_path_factory.mktemp("study")
     (root / "c.txt").write_text(make_text(500), encoding="utf-8")
     data = prepare(input_path=root / "c.txt", tokenizer="char", out_dir=root / "data").out_dir
-    base = root / "base.yaml"
-    base.write_text(yaml.safe_dump({
-        "data": {"dir": str(data)},
-        "model": {"n_layer": 1, "n_head": 2, "n_embd": 16, "block_size": 16},
-        "train": {"batch_size": 4, "max_iters": 8, "eval_interval": 4, "eval_iters": 2,
-                  "warmup_iters": 1, "device": "cpu", "log_interval": 2},
-    }))  # fmt: skip
+    base = base_config(root, data)
     out = root / "sweep"
     grid = Grid(base, out, [], {"model.position": ["learned", "alibi"]}, [1, 2])
     assert Sweep(grid, jobs=2).run() == 0

@@ -1,9 +1,9 @@
 """Where a corpus' text comes from: files and directories of plain text or JSON Lines, either of
-them gzip-compressed, or a named corpus shipped inside the package.
+them gzip-compressed, Parquet (parquet.py), or a named corpus shipped inside the package.
 
 A corpus is a sequence of documents, each its text in blocks: a text file is one document, a JSON
-Lines file one per line. Everything is streamed: a text file in blocks, a JSON Lines file a batch
-of lines at a time.
+Lines file or a Parquet file one per line or row. Everything is streamed: a text file in blocks,
+a JSON Lines file a batch of lines at a time, a Parquet file a batch of rows at a time.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from gptcli.data.parquet import is_parquet, parquet_documents
 from gptcli.data.pieces import BLOCKS_PER_CHUNK, CHUNK_BYTES, decode_blocks
 from gptcli.errors import GptcliError, first_line
 
@@ -86,14 +87,19 @@ def documents(
 ) -> Iterator[Iterator[str]]:
     """The documents of files in order, each its text in blocks of a BLOCKS_PER_CHUNK'th of
     chunk_bytes (read each one to its end before the next). A name ending in .jsonl (or
-    .jsonl.gz) is JSON Lines: each non-blank line an object whose text_field is one document;
-    any other file is one document.
+    .jsonl.gz) is JSON Lines: each non-blank line an object whose text_field is one document; a
+    .parquet file gives its text_field column's rows; any other file is one document.
     on_bytes(n) hears of every n bytes read from disk (compressed ones for .gz); once a file is
     read, sources gets its path and the size and sha256 of its (decompressed) bytes."""
     block = max(chunk_bytes // BLOCKS_PER_CHUNK, 1)
     for path in files:
         digest = hashlib.sha256()
         info: dict[str, Any] = {"path": str(path)}
+        if is_parquet(path):
+            yield from parquet_documents(path, block, text_field, info, on_bytes)
+            if sources is not None:
+                sources.append(info)
+            continue
         with _Source(path, on_bytes) as source:
             if source.jsonl:
                 yield from _jsonl_documents(source, block, text_field, info, digest)

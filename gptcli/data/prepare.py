@@ -28,6 +28,7 @@ import numpy as np
 import gptcli
 from gptcli import atomic
 from gptcli.data.corpora import dataset_file, documents, is_json_lines, source_files
+from gptcli.data.parquet import is_parquet, require_pyarrow
 from gptcli.data.pieces import CHUNK_BYTES, pieces, segments
 from gptcli.data.tokenizers import TOKENIZERS, Tokenizer
 from gptcli.errors import GptcliError
@@ -179,10 +180,12 @@ def prepare(
     root = Path(input_path) if input_path is not None else dataset_file(dataset)
     out_dir = _output_dir(root, out_dir, dataset, tokenizer, force)
     files = source_files(root)
-    if text_field != "text" and not any(is_json_lines(path) for path in files):
+    if any(is_parquet(path) for path in files):
+        require_pyarrow()
+    if text_field != "text" and not any(is_json_lines(p) or is_parquet(p) for p in files):
         raise GptcliError(
-            f"--text-field {text_field!r} is for JSON Lines, but {root} has no .jsonl or .ndjson "
-            "file; drop it, or name the files .jsonl"
+            f"--text-field {text_field!r} is for JSON Lines and Parquet, but {root} has no "
+            ".jsonl, .ndjson or .parquet file; drop it, or name the files .jsonl"
         )
     total = sum(path.stat().st_size for path in files)
     if total == 0:

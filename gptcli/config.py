@@ -71,6 +71,7 @@ class TrainConfig:
     eval_iters: int = 20
     log_interval: int = 10
     tensorboard: bool = False  # also write TensorBoard event files (needs gptcli[tensorboard])
+    loggers: list[str] = field(default_factory=list)  # experiment trackers: mlflow
     final_eval: bool = True  # score the final checkpoint on the whole val split
     device: str = "auto"
     precision: str = "auto"
@@ -181,6 +182,12 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
             return None
         _fail(key, f"must not be empty (expected {_type_name(annotation)})")
     for typ in allowed:
+        if typing.get_origin(typ) is list:
+            # A list of names; "a,b" on the command line (--set train.loggers=mlflow) is one too.
+            items = [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) \
+                else value
+            if isinstance(items, list) and all(isinstance(v, str) for v in items):
+                return list(items)
         if typ is bool and isinstance(value, bool):
             return value
         if typ is int and isinstance(value, int) and not isinstance(value, bool):
@@ -206,6 +213,8 @@ def _is_union(annotation: Any) -> bool:
 def _type_name(annotation: Any) -> str:
     if _is_union(annotation):
         return " or ".join(_type_name(a) for a in typing.get_args(annotation))
+    if typing.get_origin(annotation) is list:
+        return "a list of names"
     names = {bool: "true/false", int: "an integer", float: "a number", str: "a string"}
     return names.get(annotation, "null" if annotation is type(None) else str(annotation))
 
@@ -332,6 +341,8 @@ def reference(extra_choices: dict[str, list[str]] | None = None) -> list[tuple[s
         for f in fields(cls):
             key = f"{section}.{f.name}"
             default = f.default if f.default is not dataclasses.MISSING else None
+            if f.default_factory is not dataclasses.MISSING:
+                default = f.default_factory()
             allowed = ", ".join(choices[key]) if key in choices else _RULES.get(key, (0, ""))[1]
             rows.append((key, _type_name(hints[f.name]), repr(default), allowed))
     return rows

@@ -22,7 +22,7 @@ from gptcli.study.stats import Difference, difference
 IGNORED = {
     "train.seed", "train.out_dir", "train.threads", "train.device", "train.log_interval",
     "train.eval_interval", "train.eval_iters", "train.tensorboard", "train.final_eval",
-    "train.compile",
+    "train.compile", "train.loggers",
 }  # fmt: skip
 IGNORED_SECTIONS = ("sample.",)  # how a run samples never makes it another model
 METRICS = {

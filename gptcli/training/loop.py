@@ -21,7 +21,7 @@ from gptcli.data.tokenizers import tokenizer_from_spec
 from gptcli.errors import GptcliError
 from gptcli.evaluate import EvalReport, evaluate_model, merge_results
 from gptcli.model import check_config
-from gptcli.training import checkpoint, distributed
+from gptcli.training import checkpoint, distributed, trackers
 from gptcli.training.batches import train_generator
 from gptcli.training.device import autocast, resolve_device, set_cpu_threads
 from gptcli.training.estimate import evaluate
@@ -50,6 +50,7 @@ def train(
     check_config(cfg.model)
     if cfg.train.tensorboard:
         summary_writer_class()  # refuses now, on every process, if tensorboard is missing
+    trackers.check(cfg.train.loggers)  # and so for an experiment tracker
     d = distributed.from_env()
     device = (
         distributed.setup(d, cfg.train.device) if d.enabled else resolve_device(cfg.train.device)
@@ -99,11 +100,13 @@ def hold_run_dir(d, out_dir: str):
 
 
 def metrics_log(run: Run, append: bool) -> MetricsLog:
-    """metrics.jsonl, mirrored to TensorBoard with train.tensorboard; rank 0's alone."""
+    """metrics.jsonl, mirrored to TensorBoard with train.tensorboard and to each tracker of
+    train.loggers; rank 0's alone."""
     if not run.d.is_main:
         return MetricsLog(None, append)
     tensorboard = run.cfg.train.tensorboard
     mirrors = [TensorBoardLog(run.out_dir, append, run.start_step)] if tensorboard else []
+    mirrors += trackers.open_trackers(run.cfg, run.out_dir, append)
     return MetricsLog(run.out_dir, append, mirrors)
 
 

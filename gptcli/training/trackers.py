@@ -1,0 +1,125 @@
+"""Experiment trackers that mirror metrics.jsonl (`train.loggers`): each record at its step, the
+resolved config as parameters, the run named by its directory (a sweep names it by its variant)
+and grouped by its sweep. The tracked run's id is kept in RUN/trackers.json, so a resumed run
+goes on logging into the same tracked run. metrics.jsonl stays the record; a tracker is a view.
+
+MLflow: the tracking store is MLflow's own choice (MLFLOW_TRACKING_URI, e.g. a server or
+file:/path/mlruns); the experiment is the sweep's directory name, else MLFLOW_EXPERIMENT_NAME,
+else "gptcli"."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from gptcli import atomic
+from gptcli.config import Config
+from gptcli.errors import GptcliError, first_line
+
+IDS_FILE = "trackers.json"
+SWEEP_FILE = "sweep.json"  # the sweep's own file beside its runs (study/sweep.py)
+INSTALL = {"mlflow": "pip install 'gptcli[mlflow]' (or mlflow-skinny)"}
+
+
+def check(names: list[str]) -> None:
+    """Refuse at once, before training, an unknown tracker or one whose package is missing."""
+    for name in names:
+        if name not in TRACKERS:
+            choices = ", ".join(TRACKERS)
+            raise GptcliError(f"train.loggers: unknown logger {name!r}; choose from {choices} "
+                              "(TensorBoard is train.tensorboard)")  # fmt: skip
+        try:
+            __import__(name)
+        except ImportError as exc:
+            raise GptcliError(f"train.loggers {name} needs the {name} package "
+                              f"({first_line(exc)}): {INSTALL[name]}") from None  # fmt: skip
+
+
+def open_trackers(cfg: Config, out_dir: Path, append: bool) -> list:
+    return [TRACKERS[name](cfg, out_dir, append) for name in cfg.train.loggers]
+
+
+def group_of(out_dir: Path) -> str | None:
+    """The sweep a run belongs to: its parent directory, when that holds a sweep.json."""
+    parent = Path(out_dir).resolve().parent
+    return parent.name if (parent / SWEEP_FILE).is_file() else None
+
+
+def flat_config(cfg: Config) -> dict[str, Any]:
+    return {f"{section}.{k}": v for section, values in asdict(cfg).items()
+            for k, v in values.items()}  # fmt: skip
+
+
+def stored_id(out_dir: Path, name: str) -> str | None:
+    try:
+        return json.loads((Path(out_dir) / IDS_FILE).read_text(encoding="utf-8")).get(name)
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def store_id(out_dir: Path, name: str, run_id: str) -> None:
+    path = Path(out_dir) / IDS_FILE
+    try:
+        ids = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        ids = {}
+    atomic.write_json(path, {**(ids if isinstance(ids, dict) else {}), name: run_id})
+
+
+class MLflowLog:
+    """Every numeric field of each record as an MLflow metric at the record's step; params are
+    the flattened config; a resumed run reopens its MLflow run."""
+
+    def __init__(self, cfg: Config, out_dir: Path, append: bool):
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self._open(cfg, out_dir, append)
+        except MlflowException as exc:
+            raise GptcliError(f"train.loggers mlflow: {first_line(exc)}") from None
+
+    def _open(self, cfg: Config, out_dir: Path, append: bool) -> None:
+        from mlflow import MlflowClient
+
+        self.client = MlflowClient()
+        previous = stored_id(out_dir, "mlflow") if append else None
+        if previous is not None:
+            self.run_id = previous
+            self.client.update_run(previous, status="RUNNING")
+            return
+        experiment = group_of(out_dir) or os.environ.get("MLFLOW_EXPERIMENT_NAME") or "gptcli"
+        found = self.client.get_experiment_by_name(experiment)
+        exp_id = found.experiment_id if found else self.client.create_experiment(experiment)
+        where = Path(out_dir).resolve()
+        run = self.client.create_run(exp_id, run_name=where.name,
+                                     tags={"gptcli.run_dir": str(where)})  # fmt: skip
+        self.run_id = run.info.run_id
+        store_id(out_dir, "mlflow", self.run_id)
+        from mlflow.entities import Param
+
+        params = [Param(k, str(v)) for k, v in flat_config(cfg).items()]
+        for i in range(0, len(params), 100):  # MLflow takes at most 100 params a call
+            self.client.log_batch(self.run_id, params=params[i : i + 100])
+
+    def write(self, record: dict[str, Any]) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        numbers = {k: v for k, v in record.items() if k != "step" and _number(v)}
+        metrics = [Metric(k, float(v), now, record["step"]) for k, v in numbers.items()]
+        if metrics:
+            self.client.log_batch(self.run_id, metrics=metrics)
+
+    def close(self) -> None:
+        self.client.set_terminated(self.run_id, "FINISHED")
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+TRACKERS = {"mlflow": MLflowLog}

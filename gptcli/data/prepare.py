@@ -171,7 +171,8 @@ def prepare(
     workers: encoding threads (default: the CPUs this process may use). progress(stage, done,
     total, unit) reports each stage: "vocabulary" (corpus bytes read to learn the vocabulary),
     "merges" (tokens in a BPE vocabulary) and "encoding" (corpus bytes encoded), in bytes of the
-    files on disk. text_field: the field of a JSON Lines record that holds its text.
+    files on disk. text_field: the field of a JSON Lines record, or the Parquet column, that
+    holds each document's text.
     """
     if (input_path is None) == (dataset is None):
         raise GptcliError("give exactly one of --input PATH or --dataset NAME")
@@ -179,17 +180,7 @@ def prepare(
     options = _tokenizer_options(tokenizer, vocab_size=vocab_size, train_bytes=train_bytes)
     root = Path(input_path) if input_path is not None else dataset_file(dataset)
     out_dir = _output_dir(root, out_dir, dataset, tokenizer, force)
-    files = source_files(root)
-    if any(is_parquet(path) for path in files):
-        require_pyarrow()
-    if text_field != "text" and not any(is_json_lines(p) or is_parquet(p) for p in files):
-        raise GptcliError(
-            f"--text-field {text_field!r} is for JSON Lines and Parquet, but {root} has no "
-            ".jsonl, .ndjson or .parquet file; drop it, or name the files .jsonl"
-        )
-    total = sum(path.stat().st_size for path in files)
-    if total == 0:
-        raise GptcliError(f"the corpus at {root} is empty; give it some text")
+    files, total = _corpus_files(root, text_field)
     report = progress or (lambda stage, done, total, unit: None)
 
     start = time.perf_counter()
@@ -209,6 +200,23 @@ def prepare(
     seconds = {"tokenizer": learned - start, "encode": time.perf_counter() - learned}
     text_bytes = sum(source["bytes"] for source in sources)
     return PrepareResult(out_dir, tok.vocab_size, n_train, n_val, text_bytes, seconds)
+
+
+def _corpus_files(root: Path, text_field: str) -> tuple[list[Path], int]:
+    """The corpus' files and their bytes on disk, refusing what cannot be read before anything
+    is written: no pyarrow for a Parquet file, a --text-field with no file that has fields."""
+    files = source_files(root)
+    if any(is_parquet(path) for path in files):
+        require_pyarrow()
+    if text_field != "text" and not any(is_json_lines(p) or is_parquet(p) for p in files):
+        raise GptcliError(
+            f"--text-field {text_field!r} is for JSON Lines and Parquet, but {root} has no "
+            ".jsonl, .ndjson or .parquet file; drop it, or name the files .jsonl"
+        )
+    total = sum(path.stat().st_size for path in files)
+    if total == 0:
+        raise GptcliError(f"the corpus at {root} is empty; give it some text")
+    return files, total
 
 
 def _check_numbers(val_fraction: float, block_size: int, workers: int | None, chunk_bytes: int):

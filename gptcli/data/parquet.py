@@ -45,7 +45,7 @@ def parquet_documents(
                 first = next(i for i, v in enumerate(column.is_null().to_pylist()) if v)
                 raise GptcliError(f"{path}: row {row + first + 1}: column '{field}' is null, "
                                   "not a string; drop or fill the empty rows")  # fmt: skip
-            texts = column.to_pylist()
+            texts = _texts(column, path, field, row)
             row += len(column)
             del column  # before the next row group is read: one in memory at a time
             for text in texts:
@@ -58,8 +58,24 @@ def parquet_documents(
         raise GptcliError(f"{path} cannot be read as Parquet ({first_line(exc)})") from None
     finally:
         opened.close()
+    if on_bytes is not None and size > done_bytes:  # a file of no rows is read all the same
+        on_bytes(size - done_bytes)
     info["bytes"] = size
     info["sha256"] = _file_sha256(path)
+
+
+def _texts(column, path: Path, field: str, row: int) -> list[str]:
+    """The batch's strings; Arrow does not check UTF-8 as it reads, so a bad value shows here."""
+    try:
+        return column.to_pylist()
+    except UnicodeDecodeError:
+        for i in range(len(column)):
+            try:
+                column[i].as_py()
+            except UnicodeDecodeError:
+                raise GptcliError(f"{path}: row {row + i + 1}: column '{field}' is not UTF-8 "
+                                  "text; convert it to UTF-8") from None  # fmt: skip
+        raise
 
 
 def _batches(opened, field: str):
@@ -81,17 +97,29 @@ def _open(path: Path, field: str):
     except (pa.ArrowException, OSError) as exc:
         raise GptcliError(f"{path} is not a readable Parquet file ({first_line(exc)})") from None
     schema = opened.schema_arrow
-    if field not in schema.names:
+    found = schema.get_all_field_indices(field)
+    if len(found) != 1:
         opened.close()
+        if found:
+            raise GptcliError(f"{path}: {len(found)} columns are named '{field}'; "
+                              "write the file with one")  # fmt: skip
         raise GptcliError(f"{path}: no column '{field}' (columns: {', '.join(schema.names)}); "
                           "name the text's column with --text-field")  # fmt: skip
-    kind = schema.field(field).type
-    string_view = getattr(pa.types, "is_string_view", lambda _: False)
-    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind) or string_view(kind)):
+    kind = schema.field(found[0]).type
+    if not _strings(pa, kind):
         opened.close()
         raise GptcliError(f"{path}: column '{field}' holds {kind}, not strings; name the text's "
                           "column with --text-field")  # fmt: skip
     return opened
+
+
+def _strings(pa, kind) -> bool:
+    """A string column: plain, large, a string view, or dictionary-encoded strings (a pandas
+    categorical), all of which read back as Python strings."""
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    string_view = getattr(pa.types, "is_string_view", lambda _: False)
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind) or string_view(kind)
 
 
 def _file_sha256(path: Path) -> str:

@@ -67,12 +67,12 @@ def _train(cfg: Config, d, device, resume: bool, force: bool, callbacks) -> Trai
     cb = (callbacks or Callbacks()) if d.is_main else Callbacks()
     run = build_run(cfg, d, device, resume_run=resume, force=force)
     cb.on_start(run_info(run))
+    log = metrics_log(run, append=resume)  # trackers first: a refusing store stops nothing old
     if d.is_main and force and not resume:
         checkpoint.forget(run.out_dir)  # only now that the new run is sure to start
     if d.is_main:
         where = environment.describe(device, d.world_size, run.precision)
         environment.record(run.out_dir, run.start_step, where)
-    log = metrics_log(run, append=resume)
     with log, StopSignal(escalate=not d.enabled) as stop:
         result = Loop(run, cb, log, stop).fit()
     # Every process waits here until rank 0 has evaluated and saved, so that no process
@@ -104,9 +104,9 @@ def metrics_log(run: Run, append: bool) -> MetricsLog:
     train.loggers; rank 0's alone."""
     if not run.d.is_main:
         return MetricsLog(None, append)
-    tensorboard = run.cfg.train.tensorboard
-    mirrors = [TensorBoardLog(run.out_dir, append, run.start_step)] if tensorboard else []
-    mirrors += trackers.open_trackers(run.cfg, run.out_dir, append)
+    mirrors = trackers.open_trackers(run.cfg, run.out_dir, append)
+    if run.cfg.train.tensorboard:
+        mirrors.append(TensorBoardLog(run.out_dir, append, run.start_step))
     return MetricsLog(run.out_dir, append, mirrors)
 
 

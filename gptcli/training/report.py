@@ -3,6 +3,7 @@ metrics.jsonl log (mirrored to TensorBoard with train.tensorboard), and the resu
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -122,8 +123,9 @@ class MetricsLog:
     def __exit__(self, *exc) -> None:
         if self.file is not None:
             self.file.close()
-        for mirror in self.mirrors:
-            mirror.close()
+        with contextlib.ExitStack() as closing:  # every mirror is closed, even if one fails
+            for mirror in self.mirrors:
+                closing.callback(mirror.close)
 
 
 def summary_writer_class() -> type:

@@ -3,15 +3,17 @@ resolved config as parameters, the run named by its directory (a sweep names it 
 and grouped by its sweep. The tracked run's id is kept in RUN/trackers.json, so a resumed run
 goes on logging into the same tracked run. metrics.jsonl stays the record; a tracker is a view.
 
-MLflow: the tracking store is MLflow's own choice (MLFLOW_TRACKING_URI, e.g. a server or
-file:/path/mlruns); the experiment is the sweep's directory name, else MLFLOW_EXPERIMENT_NAME,
-else "gptcli"."""
+MLflow: the runs go to MLFLOW_TRACKING_URI (a server, or file:/path/mlruns with
+MLFLOW_ALLOW_FILE_STORE=true), which must be set; the experiment is the sweep's directory name,
+else MLFLOW_EXPERIMENT_NAME, else "gptcli"."""
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 import time
+import warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -37,10 +39,16 @@ def check(names: list[str]) -> None:
         except ImportError as exc:
             raise GptcliError(f"train.loggers {name} needs the {name} package "
                               f"({first_line(exc)}): {INSTALL[name]}") from None  # fmt: skip
+    if "mlflow" in names and not os.environ.get("MLFLOW_TRACKING_URI"):
+        # MLflow's own default (a local sqlite file) needs the full mlflow package and makes a
+        # database wherever training starts: say where the runs should go instead.
+        raise GptcliError("train.loggers mlflow: set MLFLOW_TRACKING_URI to where the runs go: "
+                          "a tracking server (http://host:5000), or a local file store "
+                          "(file:/path/mlruns, with MLFLOW_ALLOW_FILE_STORE=true)")  # fmt: skip
 
 
 def open_trackers(cfg: Config, out_dir: Path, append: bool) -> list:
-    return [TRACKERS[name](cfg, out_dir, append) for name in cfg.train.loggers]
+    return [TRACKERS[name](cfg, out_dir, append) for name in dict.fromkeys(cfg.train.loggers)]
 
 
 def group_of(out_dir: Path) -> str | None:
@@ -63,6 +71,7 @@ def stored_id(out_dir: Path, name: str) -> str | None:
 
 def store_id(out_dir: Path, name: str, run_id: str) -> None:
     path = Path(out_dir) / IDS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
     try:
         ids = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -72,50 +81,78 @@ def store_id(out_dir: Path, name: str, run_id: str) -> None:
 
 class MLflowLog:
     """Every numeric field of each record as an MLflow metric at the record's step; params are
-    the flattened config; a resumed run reopens its MLflow run."""
+    the flattened config; a resumed run reopens its MLflow run and skips the steps it already
+    holds (a resumed run retrains them bit for bit). A store that fails during training is
+    warned about once and then left alone: metrics.jsonl is the record, not the tracker."""
 
     def __init__(self, cfg: Config, out_dir: Path, append: bool):
         from mlflow.exceptions import MlflowException
 
+        self.done_step = -1
         try:
             self._open(cfg, out_dir, append)
-        except MlflowException as exc:
+        except (MlflowException, OSError) as exc:
             raise GptcliError(f"train.loggers mlflow: {first_line(exc)}") from None
 
     def _open(self, cfg: Config, out_dir: Path, append: bool) -> None:
         from mlflow import MlflowClient
+        from mlflow.entities import Param
 
         self.client = MlflowClient()
         previous = stored_id(out_dir, "mlflow") if append else None
         if previous is not None:
             self.run_id = previous
             self.client.update_run(previous, status="RUNNING")
+            logged = self.client.get_metric_history(previous, "loss")
+            self.done_step = max((m.step for m in logged), default=-1)
             return
         experiment = group_of(out_dir) or os.environ.get("MLFLOW_EXPERIMENT_NAME") or "gptcli"
-        found = self.client.get_experiment_by_name(experiment)
-        exp_id = found.experiment_id if found else self.client.create_experiment(experiment)
         where = Path(out_dir).resolve()
-        run = self.client.create_run(exp_id, run_name=where.name,
+        run = self.client.create_run(self._experiment(experiment), run_name=where.name,
                                      tags={"gptcli.run_dir": str(where)})  # fmt: skip
         self.run_id = run.info.run_id
         store_id(out_dir, "mlflow", self.run_id)
-        from mlflow.entities import Param
-
         params = [Param(k, str(v)) for k, v in flat_config(cfg).items()]
         for i in range(0, len(params), 100):  # MLflow takes at most 100 params a call
             self.client.log_batch(self.run_id, params=params[i : i + 100])
 
+    def _experiment(self, name: str) -> str:
+        from mlflow.exceptions import MlflowException
+
+        found = self.client.get_experiment_by_name(name)
+        if found:
+            return found.experiment_id
+        try:
+            return self.client.create_experiment(name)
+        except MlflowException:  # another run of the sweep made it first
+            return self.client.get_experiment_by_name(name).experiment_id
+
     def write(self, record: dict[str, Any]) -> None:
         from mlflow.entities import Metric
 
+        if self.client is None or record["step"] <= self.done_step:
+            return
         now = int(time.time() * 1000)
         numbers = {k: v for k, v in record.items() if k != "step" and _number(v)}
         metrics = [Metric(k, float(v), now, record["step"]) for k, v in numbers.items()]
         if metrics:
-            self.client.log_batch(self.run_id, metrics=metrics)
+            self._call(self.client.log_batch, self.run_id, metrics=metrics)
 
     def close(self) -> None:
-        self.client.set_terminated(self.run_id, "FINISHED")
+        if self.client is not None:
+            # Closed while an exception unwinds training: the run did not finish.
+            kind = sys.exc_info()[0]
+            status = ("FINISHED" if kind is None else
+                      "KILLED" if issubclass(kind, KeyboardInterrupt) else "FAILED")  # fmt: skip
+            self._call(self.client.set_terminated, self.run_id, status)
+
+    def _call(self, method, *args, **kwargs) -> None:
+        try:
+            method(*args, **kwargs)
+        except Exception as exc:  # a tracker never stops training  # noqa: BLE001
+            warnings.warn(f"train.loggers mlflow: {first_line(exc)}; no more metrics go to "
+                          "MLflow in this run (metrics.jsonl has them all)", stacklevel=2)
+            self.client = None
 
 
 def _number(value: Any) -> bool:

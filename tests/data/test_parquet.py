@@ -111,3 +111,32 @@ def test_without_pyarrow_prepare_says_what_to_install(tmp_path, monkeypatch):
         prepare(input_path=path, tokenizer="char", out_dir=tmp_path / "d")
     assert not (tmp_path / "d").exists()
     assert json.dumps  # the module imports stay used
+
+
+def test_a_dictionary_encoded_column_reads_as_its_strings(tmp_path):
+    docs = ["a cat", "a dog", "a cat", "the end"]
+    plain = write_parquet(tmp_path / "plain.parquet", docs)
+    coded = tmp_path / "coded.parquet"
+    pq.write_table(pa.table({"text": pa.array(docs).dictionary_encode()}), coded)
+    assert pq.ParquetFile(coded).schema_arrow.field("text").type.value_type == pa.string()
+    out = {}
+    for path in (plain, coded):
+        out[path.stem] = tokens(prepare(input_path=path, tokenizer="char", block_size=2,
+                                        out_dir=tmp_path / path.stem).out_dir)[0]  # fmt: skip
+    assert out["coded"] == out["plain"]
+
+
+def test_bad_utf8_duplicate_columns_and_an_empty_file(tmp_path):
+    raw = pa.array([b"fine", b"also fine", b"bad \xff byte"], pa.binary()).view(pa.string())
+    bad = tmp_path / "bad.parquet"
+    pq.write_table(pa.table({"text": raw}), bad, row_group_size=2)
+    assert "bad.parquet: row 3: column 'text' is not UTF-8" in bad_prepare(tmp_path, bad)
+    twice = tmp_path / "twice.parquet"
+    table = pa.Table.from_arrays([pa.array(["a"]), pa.array(["b"])], names=["text", "text"])
+    pq.write_table(table, twice)
+    assert "twice.parquet: 2 columns are named 'text'" in bad_prepare(tmp_path, twice)
+    empty = tmp_path / "empty.parquet"
+    pq.write_table(pa.table({"text": pa.array([], pa.string())}), empty)
+    heard = []
+    assert list(documents([empty], on_bytes=heard.append)) == []
+    assert sum(heard) == empty.stat().st_size  # progress reaches the end of a file of no rows

@@ -95,6 +95,56 @@ def test_unknown_or_missing_trackers_are_refused_before_training(tmp_path, char_
     config.write_text(yaml.safe_dump(cfg.to_dict()))
     done = runner.invoke(app, ["train", "--config", str(config), "--set", "train.loggers=mlflow"])
     assert done.exit_code == 2
-    assert done.output.strip().splitlines() == [
-        done.output.strip().splitlines()[0]] and "pip install 'gptcli[mlflow]'" in done.output
+    lines = done.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: train.loggers mlflow needs")
+    assert "pip install 'gptcli[mlflow]'" in lines[0]
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_without_a_tracking_uri_training_is_refused_with_what_to_set(monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    with pytest.raises(GptcliError, match="set MLFLOW_TRACKING_URI to where the runs go"):
+        trackers.check(["mlflow"])
+
+
+def test_resumed_steps_already_tracked_are_not_logged_twice(tmp_path, char_data, store):
+    out = tmp_path / "run"
+    cfg = tiny_config(char_data, out, train={"max_iters": 10, "loggers": ["mlflow"]})
+    train(cfg)
+    # As after a kill between logging step 10 and saving it: the resumed run logs 6..10 again.
+    log = trackers.MLflowLog(cfg, out, append=True)
+    for step in (6, 10, 12):
+        log.write({"step": step, "loss": 99.0})
+    log.close()
+    steps = [m.step for m in store.get_metric_history(log.run_id, "loss")]
+    assert sorted(steps) == sorted(set(steps)) and 12 in steps
+    assert history(store, log.run_id, "loss")[10] != 99.0
+
+
+def test_a_failing_store_is_warned_about_once_and_training_goes_on(tmp_path, char_data, store):
+    out = tmp_path / "run"
+    cfg = tiny_config(char_data, out, train={"max_iters": 4, "loggers": ["mlflow"]})
+    log = trackers.MLflowLog(cfg, out, append=False)
+    calls = []
+
+    def refuse(*args, **kwargs):
+        calls.append(args)
+        raise ConnectionError("tracking server went away")
+
+    log.client.log_batch = refuse
+    with pytest.warns(UserWarning, match="tracking server went away; no more metrics"):
+        log.write({"step": 1, "loss": 1.0})
+    log.write({"step": 2, "loss": 0.9})  # silently skipped now
+    log.close()
+    assert len(calls) == 1
+
+
+def test_a_run_that_raises_is_marked_failed(tmp_path, char_data, store):
+    out = tmp_path / "run"
+    cfg = tiny_config(char_data, out, train={"max_iters": 4, "loggers": ["mlflow"]})
+    log = trackers.MLflowLog(cfg, out, append=False)
+    try:
+        raise RuntimeError("loss became nan")
+    except RuntimeError:
+        log.close()
+    assert store.get_run(log.run_id).info.status == "FAILED"

@@ -101,10 +101,19 @@ def hold_run_dir(d, out_dir: str):
 
 def metrics_log(run: Run, append: bool) -> MetricsLog:
     """metrics.jsonl, mirrored to TensorBoard with train.tensorboard and to each tracker of
-    train.loggers; rank 0's alone."""
+    train.loggers; rank 0's alone. A tracker that refuses to open stops every process (they
+    all learn of it), not rank 0 alone."""
     if not run.d.is_main:
+        problem = distributed.gather(run.d, None)[0]
+        if problem:
+            raise GptcliError(problem)
         return MetricsLog(None, append)
-    mirrors = trackers.open_trackers(run.cfg, run.out_dir, append)
+    try:
+        mirrors = trackers.open_trackers(run.cfg, run.out_dir, append)
+    except GptcliError as exc:
+        distributed.gather(run.d, str(exc))
+        raise
+    distributed.gather(run.d, None)
     if run.cfg.train.tensorboard:
         mirrors.append(TensorBoardLog(run.out_dir, append, run.start_step))
     return MetricsLog(run.out_dir, append, mirrors)

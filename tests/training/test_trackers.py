@@ -148,3 +148,26 @@ def test_a_run_that_raises_is_marked_failed(tmp_path, char_data, store):
     except RuntimeError:
         log.close()
     assert store.get_run(log.run_id).info.status == "FAILED"
+
+
+@pytest.mark.slow
+def test_under_torchrun_a_refusing_store_stops_every_process(tmp_path, char_data, monkeypatch):
+    import os
+    import subprocess
+
+    import yaml
+
+    from ..conftest import REPO
+
+    config = tmp_path / "c.yaml"
+    cfg = tiny_config(char_data, tmp_path / "run", train={"loggers": ["mlflow"]})
+    config.write_text(yaml.safe_dump(cfg.to_dict()))
+    # A file store without MLflow 3's opt-in: the store refuses as the tracker opens.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MLFLOW_TRACKING_URI": (tmp_path / "m").as_uri()}
+    env.pop("MLFLOW_ALLOW_FILE_STORE", None)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    done = subprocess.run([*torchrun, "-m", "gptcli", "train", "--config", str(config)], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode != 0
+    assert done.stderr.count("error: train.loggers mlflow:") == 2  # each rank says it, then ends
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()

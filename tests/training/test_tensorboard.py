@@ -118,7 +118,8 @@ def test_a_resumed_run_hides_the_steps_it_trains_again(tmp_path, char_data, fake
 
 def test_only_rank_0_writes_tensorboard(tmp_path, char_data, fake_tensorboard):
     cfg = tiny_config(char_data, tmp_path / "run", train={"tensorboard": True})
-    other = SimpleNamespace(cfg=cfg, d=SimpleNamespace(is_main=False), out_dir=tmp_path / "run")
+    rank1 = SimpleNamespace(is_main=False, enabled=False)  # gather() then hears no problem
+    other = SimpleNamespace(cfg=cfg, d=rank1, out_dir=tmp_path / "run")
     with metrics_log(other, append=False) as log:
         log.write({"step": 1, "loss": 2.0})
     assert fake_tensorboard == [] and not (tmp_path / "run").exists()

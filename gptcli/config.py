@@ -184,8 +184,9 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
     for typ in allowed:
         if typing.get_origin(typ) is list:
             # A list of names; "a,b" on the command line (--set train.loggers=mlflow) is one too.
-            items = [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) \
-                else value
+            items = value
+            if isinstance(value, str):
+                items = [v.strip() for v in value.split(",") if v.strip()]
             if isinstance(items, list) and all(isinstance(v, str) for v in items):
                 return list(items)
         if typ is bool and isinstance(value, bool):

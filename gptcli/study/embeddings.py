@@ -35,14 +35,9 @@ def embeddings_of(model: GPT) -> list[Embedding]:
     return [Embedding("wte (input)", wte), Embedding("lm_head (output)", head)]
 
 
-def token_counts(data_dir: str | Path, vocab_size: int) -> np.ndarray | None:
-    """How often each token occurs in (the start of) the train split; None without the data."""
-    path = Path(data_dir) / "train.bin"
-    if not path.is_file():
-        return None
-    from gptcli.data.dataset import TokenDataset
-
-    tokens = TokenDataset(data_dir).splits["train"][:COUNT_TOKENS]
+def token_counts(data, vocab_size: int) -> np.ndarray:
+    """How often each token occurs in (the start of) a TokenDataset's train split."""
+    tokens = data.splits["train"][:COUNT_TOKENS]
     return np.bincount(np.asarray(tokens, dtype=np.int64), minlength=vocab_size)[:vocab_size]
 
 

@@ -180,5 +180,5 @@ def _counts(subject: Subject, data_dir: Path | None):
             raise
         why = "another tokenizer" if (where / "meta.json").is_file() else "no dataset"
         return None, f"first token ids ({why} at {where} to count frequencies in: {exc})"
-    counts = em.token_counts(where, subject.ckpt.vocab_size)
+    counts = em.token_counts(data, subject.ckpt.vocab_size)
     return counts, f"most frequent tokens of {where}'s train split"

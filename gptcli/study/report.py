@@ -147,8 +147,8 @@ def _comparison(rows: list[Row], metric: str) -> list[str]:
                                     muted=True))  # fmt: skip
     keys = len(rows[0].overrides)
     parts.append(html.table(header(rows), [cells(r) for r in rows], keys, best_first=True))
-    if notes(rows):
-        parts.append(html.bullets(notes(rows)))
+    if undecided := notes(rows):
+        parts.append(html.bullets(undecided))
     return parts
 
 

@@ -98,19 +98,6 @@ def load_runs(paths: list[Path]) -> list[RunRecord]:
     return list(runs.values())
 
 
-def base_config_names(paths: list[Path]) -> list[str]:
-    """What the runs were made from, for titles: a sweep's base config, else the run's name."""
-    names = []
-    for path in map(Path, paths):
-        if (path / SWEEP_FILE).is_file():
-            name = Path(str(read_sweep(path)["grid"].get("config", path.name))).name
-        else:
-            name = path.name
-        if name not in names:
-            names.append(name)
-    return names
-
-
 def load_run(run_dir: Path, state: dict[str, Any] | None = None) -> RunRecord:
     ckpt = checkpoint.load(run_dir, "latest")
     cfg = ckpt.config

@@ -24,41 +24,43 @@ def sweep(
     seeds: str | None = typer.Option(None, help="Seeds, e.g. 1337,1338 \\[default: the config's]."),
     set_: list[str] = typer.Option([], "--set", help="Override a key in every run (repeatable)."),
     grid: Path | None = typer.Option(None, help="A grid file (config, set, vary, seeds, out)."),
-    jobs: int = typer.Option(1, help="Trainings at once; the CPU threads are divided among them."),
+    jobs: int | None = typer.Option(
+        None, help="Trainings at once \\[default: 1; with ray, as many as the cluster fits]."
+    ),
     out: Path | None = typer.Option(None, help="Sweep directory \\[default: out/sweeps/NAME]."),
+    backend: str = typer.Option("local", help="local (this machine) | ray (a Ray cluster)."),
+    address: str | None = typer.Option(
+        None, help="ray: the cluster's head, host:port or auto \\[default: Ray on this machine]."
+    ),
+    cpus_per_run: int | None = typer.Option(
+        None, help="ray: CPUs each run asks for \\[default: a node's, or a GPU's share]."
+    ),
 ) -> None:
     """Train every combination of the varied keys (times the seeds), JOBS at a time.
 
     Each run is an ordinary run directory under OUT named by what varies; OUT/sweep.json holds
     each run's status. Re-running skips finished runs and resumes the others. Exit code 1 when a
-    run failed (the others go on), 130 when stopped by Ctrl-C."""
+    run failed (the others go on), 130 when stopped by Ctrl-C. With --backend ray each run is a
+    Ray task; OUT, the config and the data must be on storage every node sees (checked)."""
     from gptcli import lock
-    from gptcli.study.grid import Grid, load_grid, parse_seeds, parse_vary
     from gptcli.study.sweep import BUSY_ADVICE, Sweep
 
     with user_errors():
-        if grid is not None:
-            if config or vary or seeds or set_:
-                raise GptcliError("--grid holds config, vary, seeds and set; give it alone")
-            spec = load_grid(grid)
-        else:
-            if config is None or not vary:
-                raise GptcliError("give --config and at least one --vary (or a --grid file)")
-            name = "-".join(parse_vary(v)[0].rsplit(".", 1)[-1] for v in vary)
-            spec = Grid(
-                config,
-                Path("out/sweeps") / name,
-                list(set_),
-                dict(parse_vary(v) for v in vary),
-                parse_seeds(seeds) if seeds else None,
-            )
-        if out is not None:
-            spec.out = out
-        runner = Sweep(spec, jobs)  # validates every run before anything is written
+        spec = _grid_spec(config, vary, seeds, set_, grid, out)
+        launcher = _launcher(spec, backend, jobs, address, cpus_per_run)
+        runner = Sweep(spec, jobs or 1, launcher)  # validates every run before anything is written
         # At once, before the live table: a second sweep of one directory is refused.
-        held = contextlib.ExitStack()
-        held.enter_context(lock.hold(spec.out, BUSY_ADVICE))
-    console.print(f"sweep of {len(runner.states)} runs, {jobs} at a time, into {spec.out}")
+        with contextlib.ExitStack() as refused:  # lets go of Ray and the lock on a refusal
+            refused.callback(runner.launcher.close)
+            refused.enter_context(lock.hold(spec.out, BUSY_ADVICE))
+            if backend == "ray":
+                from gptcli.study.ray_launcher import shared_paths
+
+                combos = list(runner.combos.values())
+                runner.launcher.check_shared(spec.out, shared_paths(spec, combos))
+            held = refused.pop_all()
+    where = runner.launcher.describe()
+    console.print(f"sweep of {len(runner.states)} runs, {where}, into {spec.out}")
     with held, Live(console=console, refresh_per_second=2, transient=False) as live:
         code = runner.run(lambda states: live.update(_status_table(states)))
     for state in runner.states:
@@ -71,6 +73,40 @@ def sweep(
     for state in failed:
         typer.echo(f"failed: {state.name}: {state.error}", err=True)
     raise typer.Exit(code)
+
+
+def _grid_spec(config, vary, seeds, sets, grid, out):
+    from gptcli.study.grid import Grid, load_grid, parse_seeds, parse_vary
+
+    if grid is not None:
+        if config or vary or seeds or sets:
+            raise GptcliError("--grid holds config, vary, seeds and set; give it alone")
+        spec = load_grid(grid)
+    else:
+        if config is None or not vary:
+            raise GptcliError("give --config and at least one --vary (or a --grid file)")
+        name = "-".join(parse_vary(v)[0].rsplit(".", 1)[-1] for v in vary)
+        varied = dict(parse_vary(v) for v in vary)
+        spec = Grid(config, Path("out/sweeps") / name, list(sets), varied,
+                    parse_seeds(seeds) if seeds else None)  # fmt: skip
+    if out is not None:
+        spec.out = out
+    return spec
+
+
+def _launcher(spec, backend: str, jobs: int | None, address: str | None, cpus: int | None):
+    """None for this machine; for ray, what makes the launcher once the runs are valid."""
+    if backend == "local":
+        if address is not None or cpus is not None:
+            raise GptcliError("--address and --cpus-per-run are for --backend ray")
+        return None
+    if backend != "ray":
+        raise GptcliError(f"--backend must be local or ray, got {backend!r}")
+    from gptcli.study.ray_launcher import import_ray, ray_launcher
+
+    import_ray()  # before anything starts: one line saying what to install
+    spec.config, spec.out = Path(spec.config).resolve(), Path(spec.out).resolve()
+    return lambda combos: ray_launcher(address, jobs, cpus)
 
 
 def _status_table(states) -> Table:

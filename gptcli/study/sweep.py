@@ -1,35 +1,32 @@
 """Run a grid of trainings, N at a time, each an ordinary `gptcli train` process with its own run
-directory and train.log; record every run's status in OUT/sweep.json.
+directory and train.log; record every run's status in OUT/sweep.json. Where the processes run is
+the launcher's business: on this machine (launchers.py) or as tasks on a Ray cluster
+(ray_launcher.py); everything else here is the same for both.
 
 Re-running a sweep is cheap and safe: a finished run is skipped, an interrupted or failed one
 resumes from its latest checkpoint (or starts again when it has none). Ctrl-C reaches the sweep
-alone (children run in their own sessions) and is passed on once to every child, which saves a
+alone (children run in their own sessions) and is passed on once to every run, which saves a
 checkpoint and exits; a second Ctrl-C kills them (their latest checkpoints stay whole).
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from gptcli import atomic, lock
 from gptcli.errors import GptcliError
 from gptcli.study.grid import Combo, Grid, expand, yaml_text
-from gptcli.training import checkpoint
-from gptcli.training.device import available_cores
+from gptcli.study.launchers import LOG_FILE, LocalLauncher, finished_step
 
 SWEEP_FILE = "sweep.json"
 BUSY_ADVICE = "wait for it to finish, or sweep into another --out"
-LOG_FILE = "train.log"
 
 
 @dataclass
@@ -44,24 +41,38 @@ class RunState:
     seconds: float | None = None
 
 
-def finished_step(run_dir: Path) -> int | None:
-    """The step of a run's latest checkpoint, None when it has none."""
-    pointer = checkpoint.read_pointer(run_dir)
-    return int(pointer["latest"].split("-")[1]) if pointer else None
+class Launcher(Protocol):
+    """Where the runs go (launchers.LocalLauncher, ray_launcher.RayLauncher)."""
+
+    name: str
+    slots: int  # runs at once
+    threads: int  # CPU threads of each run
+    running: dict[str, Any]
+
+    def describe(self) -> str: ...
+    def path_overrides(self, config: Any) -> list[str]: ...  # set after the run's own keys
+    def start(self, name: str, command: list[str], env: dict[str, str], run_dir: Path
+              ) -> int | None: ...  # fmt: skip
+    def finished(self) -> Any: ...  # (run, exit code, error or None) of each run that ended
+    def stop(self, hard: bool) -> None: ...
+    def close(self) -> None: ...
 
 
 class Sweep:
-    def __init__(self, grid: Grid, jobs: int = 1):
-        if jobs < 1:
+    def __init__(self, grid: Grid, jobs: int = 1,
+                 launcher: Callable[[list[Combo]], Launcher] | None = None):  # fmt: skip
+        """launcher: given the runs, where they go (made once every run is valid); by default
+        this machine, `jobs` at once."""
+        if launcher is None and jobs < 1:
             raise GptcliError(f"--jobs must be at least 1, got {jobs}")
-        self.grid, self.jobs = grid, jobs
+        self.grid = grid
         self.combos: dict[str, Combo] = {c.name: c for c in expand(grid)}  # validates all first
+        self.launcher = launcher(list(self.combos.values())) if launcher else LocalLauncher(jobs)
         self.states = [self._state(c) for c in self.combos.values()]
         self.stop_requests = 0
         self._carry_over()
-        self.gpus = _visible_gpus()
-        self.gpu_of: dict[str, str] = {}  # running run -> its GPU
         self.log_start: dict[str, int] = {}
+        self.started: dict[str, float] = {}
 
     def _carry_over(self) -> None:
         """Keep what an earlier invocation learnt: each run's training seconds so far, and the
@@ -94,7 +105,7 @@ class Sweep:
 
     def save(self) -> None:
         self.grid.out.mkdir(parents=True, exist_ok=True)
-        atomic.write_json(self.file, {"grid": self.grid.to_dict(),
+        atomic.write_json(self.file, {"grid": self.grid.to_dict(), "backend": self.launcher.name,
                                       "runs": [asdict(s) for s in self.states]})  # fmt: skip
 
     def run(self, on_update: Callable[[list[RunState]], None] = lambda states: None) -> int:
@@ -105,24 +116,25 @@ class Sweep:
 
     def _run(self, on_update: Callable[[list[RunState]], None]) -> int:
         todo = [s for s in self.states if s.status != "done"]
-        running: dict[str, tuple[subprocess.Popen, float]] = {}
-        threads = max(1, available_cores() // self.jobs)
-        # SIGHUP too: a closed terminal must stop the children as Ctrl-C does, not orphan them.
+        launcher, stops_passed_on = self.launcher, 0
+        # SIGHUP too: a closed terminal must stop the runs as Ctrl-C does, not orphan them.
         handled = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
         previous = {sig: signal.signal(sig, self._on_signal) for sig in handled}
         try:
             self.save()
             shown = 0.0
-            while todo or running:
-                while todo and len(running) < self.jobs and not self.stop_requests:
+            while todo or launcher.running:
+                if self.stop_requests > stops_passed_on:  # once: save and exit; twice: kill
+                    stops_passed_on = self.stop_requests
+                    launcher.stop(hard=stops_passed_on > 1)
+                while todo and len(launcher.running) < launcher.slots and not self.stop_requests:
                     state = todo.pop(0)
-                    if self._busy(state):
-                        continue
-                    running[state.name] = (self._start(state, threads), time.time())
-                    self.save()
-                if self.stop_requests and not running:
+                    if not self._busy(state):
+                        self._start(state)
+                if self.stop_requests and not launcher.running:
                     break
-                self._reap(running)
+                for name, code, error in launcher.finished():
+                    self._finish(name, code, error)
                 if time.monotonic() - shown >= 1.0:  # redraw once a second; reap more often
                     on_update(self.states)
                     shown = time.monotonic()
@@ -130,8 +142,7 @@ class Sweep:
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-            for proc, _ in running.values():
-                proc.kill()
+            launcher.close()
             self.save()
         on_update(self.states)
         if self.stop_requests:
@@ -149,79 +160,43 @@ class Sweep:
         return True
 
     def _on_signal(self, signum, frame) -> None:
-        self.stop_requests += 1
-        for state in self.states:
-            if state.status == "running" and state.pid:
-                # Once: the child saves and exits. Twice: kill it.
-                sig = signal.SIGINT if self.stop_requests == 1 else signal.SIGKILL
-                with contextlib.suppress(ProcessLookupError):  # it has just exited
-                    os.kill(state.pid, sig)
+        self.stop_requests += 1  # passed on to the runs by the loop in _run
 
-    def _start(self, state: RunState, threads: int) -> subprocess.Popen:
+    def _start(self, state: RunState) -> None:
         combo, run_dir = self.combos[state.name], Path(state.dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
+        threads = self.launcher.threads
         command = [sys.executable, "-m", "gptcli", "train", "--config", str(self.grid.config)]
         overrides = [*self.grid.sets, *(f"{k}={yaml_text(v)}" for k, v in combo.overrides.items())]
-        overrides.append(f"train.threads={threads}")
+        overrides += [*self.launcher.path_overrides(combo.config), f"train.threads={threads}"]
         command += [arg for text in overrides for arg in ("--set", text)]
         command += ["--out", str(run_dir)]
-        if finished_step(run_dir) is not None:
-            command.append("--resume")  # interrupted or failed before: continue it
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-        if len(self.gpus) > 1:  # several GPUs: each job on the least busy one
-            busy = list(self.gpu_of.values())
-            gpu = min(self.gpus, key=busy.count)
-            self.gpu_of[state.name] = env["CUDA_VISIBLE_DEVICES"] = gpu
-        with open(run_dir / LOG_FILE, "ab") as log:
-            self.log_start[state.name] = log.tell()  # errors are read from here on
-            proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                    stdin=subprocess.DEVNULL, start_new_session=True,
-                                    preexec_fn=_stop_with_parent)  # fmt: skip
-        state.status, state.pid, state.error = "running", proc.pid, None
-        return proc
+        log = run_dir / LOG_FILE
+        self.log_start[state.name] = log.stat().st_size if log.is_file() else 0  # errors from here
+        self.started[state.name] = time.time()
+        env = {"OMP_NUM_THREADS": str(threads)}
+        state.status, state.error = "running", None
+        state.pid = self.launcher.start(state.name, command, env, run_dir)
+        self.save()
 
-    def _reap(self, running: dict[str, tuple[subprocess.Popen, float]]) -> None:
-        for name, (proc, started) in list(running.items()):
-            code = proc.poll()
-            if code is None:
-                continue
-            del running[name]
-            self.gpu_of.pop(name, None)
-            state = next(s for s in self.states if s.name == name)
-            state.pid, state.seconds = None, (state.seconds or 0.0) + time.time() - started
-            error = _error_line(Path(state.dir), code, self.log_start.get(name, 0))
-            if code == 0:
-                state.status = "done"
-            elif self.stop_requests and code in _STOPPED:
-                state.status = "interrupted"
-            elif code == 2 and " is in use by " in error:  # taken between the check and start
-                state.status, state.error = "busy", f"skipped: {error}"
-            else:
-                state.status, state.error = "failed", error
-            self.save()
+    def _finish(self, name: str, code: int, error: str | None) -> None:
+        state = next(s for s in self.states if s.name == name)
+        seconds = time.time() - self.started.pop(name)
+        state.pid, state.seconds = None, (state.seconds or 0.0) + seconds
+        error = error or _error_line(Path(state.dir), code, self.log_start.get(name, 0))
+        if code == 0:
+            state.status = "done"
+        elif self.stop_requests and code in _STOPPED:
+            state.status = "interrupted"
+        elif code == 2 and " is in use by " in error:  # taken between the check and start
+            state.status, state.error = "busy", f"skipped: {error}"
+        else:
+            state.status, state.error = "failed", error
+        self.save()
 
 
 # How a child stopped by the sweep's Ctrl-C ends: its own handler's codes (130 SIGINT, 143
 # SIGTERM), or the signal itself when it came before the handler was installed, or SIGKILL.
 _STOPPED = {130, 143, -signal.SIGINT, -signal.SIGTERM, -signal.SIGKILL}
-
-
-def _stop_with_parent() -> None:
-    """In the child before exec (Linux): SIGTERM when the sweep dies however it dies, so the
-    run saves and stops instead of training on unwatched."""
-    with contextlib.suppress(Exception):
-        import ctypes
-
-        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
-
-
-def _visible_gpus() -> list[str]:
-    """The GPUs this process may use, as CUDA_VISIBLE_DEVICES entries for the children."""
-    count = _gpu_count()
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible:
-        return [g.strip() for g in visible.split(",") if g.strip()][:count]
-    return [str(i) for i in range(count)]
 
 
 def _error_line(run_dir: Path, code: int, start: int = 0) -> str:
@@ -240,15 +215,6 @@ def _error_line(run_dir: Path, code: int, start: int = 0) -> str:
         return f"killed by {signal.Signals(-code).name}"
     last = [line.strip() for line in lines if line.strip()]
     return f"exit code {code}" + (f": {last[-1][:200]}" if last else "")
-
-
-def _gpu_count() -> int:
-    try:
-        import torch
-
-        return torch.cuda.device_count() if torch.cuda.is_available() else 0
-    except Exception:
-        return 0
 
 
 def read_sweep(out: Path) -> dict[str, Any]:

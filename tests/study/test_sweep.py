@@ -105,9 +105,10 @@ def test_ctrl_c_stops_every_child_with_a_checkpoint_and_says_how_to_continue(tmp
 
 def test_jobs_go_to_the_least_busy_gpu_and_a_rerun_keeps_the_seconds(tmp_path, char_data,
                                                                        monkeypatch):  # fmt: skip
+    from gptcli.study import launchers
     from gptcli.study import sweep as sweep_module
 
-    monkeypatch.setattr(sweep_module, "_gpu_count", lambda: 2)
+    monkeypatch.setattr(launchers, "_gpu_count", lambda: 2)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,6")
     grid = Grid(base_config(tmp_path, char_data), tmp_path / "s", [],
                 {"model.position": ["learned", "rope", "alibi"]})  # fmt: skip
@@ -123,7 +124,7 @@ def test_jobs_go_to_the_least_busy_gpu_and_a_rerun_keeps_the_seconds(tmp_path, c
             self.polls += 1
             return 0 if self.polls > 1 else None
 
-    monkeypatch.setattr(sweep_module.subprocess, "Popen", FakeProcess)
+    monkeypatch.setattr(launchers.subprocess, "Popen", FakeProcess)
     assert sweep.run() == 0
     assert started[:2] == ["4", "6"] and started[2] in ("4", "6")  # never a third, busy one
     seconds = {s.name: s.seconds for s in sweep.states}

@@ -5,10 +5,15 @@ goes on logging into the same tracked run. metrics.jsonl stays the record; a tra
 
 MLflow: the runs go to MLFLOW_TRACKING_URI (a server, or file:/path/mlruns with
 MLFLOW_ALLOW_FILE_STORE=true), which must be set; the experiment is the sweep's directory name,
-else MLFLOW_EXPERIMENT_NAME, else "gptcli"."""
+else MLFLOW_EXPERIMENT_NAME, else "gptcli".
+
+W&B: the project is WANDB_PROJECT (else "gptcli"), the group the sweep's directory name; online
+it needs an API key (WANDB_API_KEY or `wandb login`), and WANDB_MODE=offline keeps the run in
+RUN/wandb/ for a later `wandb sync`."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -24,7 +29,8 @@ from gptcli.errors import GptcliError, first_line
 
 IDS_FILE = "trackers.json"
 SWEEP_FILE = "sweep.json"  # the sweep's own file beside its runs (study/sweep.py)
-INSTALL = {"mlflow": "pip install 'gptcli[mlflow]' (or mlflow-skinny)"}
+INSTALL = {"mlflow": "pip install 'gptcli[mlflow]' (or mlflow-skinny)",
+           "wandb": "pip install 'gptcli[wandb]'"}  # fmt: skip
 
 
 def check(names: list[str]) -> None:
@@ -45,6 +51,24 @@ def check(names: list[str]) -> None:
         raise GptcliError("train.loggers mlflow: set MLFLOW_TRACKING_URI to where the runs go: "
                           "a tracking server (http://host:5000), or a local file store "
                           "(file:/path/mlruns, with MLFLOW_ALLOW_FILE_STORE=true)")  # fmt: skip
+    if "wandb" in names and not _wandb_can_log():
+        raise GptcliError("train.loggers wandb: no W&B API key; set WANDB_API_KEY (or run "
+                          "`wandb login`), or WANDB_MODE=offline to keep the run in RUN/wandb/ "
+                          "for `wandb sync`")  # fmt: skip
+
+
+def _wandb_can_log() -> bool:
+    """Whether wandb.init will not stop to ask for a key: offline, or a key it will find."""
+    if os.environ.get("WANDB_MODE", "").lower() in ("offline", "disabled", "dryrun"):
+        return True
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    netrc = Path(os.environ.get("NETRC") or Path.home() / ".netrc")
+    host = os.environ.get("WANDB_BASE_URL", "api.wandb.ai").split("://")[-1].split("/")[0]
+    try:
+        return host.split(":")[0] in netrc.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
 
 
 def open_trackers(cfg: Config, out_dir: Path, append: bool) -> list:
@@ -155,8 +179,58 @@ class MLflowLog:
             self.client = None
 
 
+class WandbLog:
+    """Each record's numbers at its step; the flattened config; the final full-split scores in
+    the summary. A resumed run reopens its W&B run by id and skips the steps it sent before
+    (W&B refuses a step lower than one it has), kept in RUN/trackers.json when it closes."""
+
+    def __init__(self, cfg: Config, out_dir: Path, append: bool):
+        import wandb
+
+        previous = stored_id(out_dir, "wandb") if append else None
+        self.sent_before = int(stored_id(out_dir, "wandb_step") or -1) if previous else -1
+        self.last_step = self.sent_before
+        where = Path(out_dir).resolve()
+        try:
+            self.run = wandb.init(
+                project=os.environ.get("WANDB_PROJECT") or "gptcli", name=where.name,
+                group=group_of(out_dir), config=flat_config(cfg), dir=str(where),
+                id=previous, resume="allow" if previous else None, reinit="create_new",
+                settings=wandb.Settings(console="off", silent=True),
+            )  # fmt: skip
+        except Exception as exc:  # wandb.errors.* and whatever its service raises
+            raise GptcliError(f"train.loggers wandb: {first_line(exc)}") from None
+        self.out_dir = out_dir
+        store_id(out_dir, "wandb", self.run.id)
+
+    def write(self, record: dict[str, Any]) -> None:
+        step = record["step"]
+        if self.run is None or step <= self.sent_before:
+            return
+        numbers = {k: v for k, v in record.items() if k != "step" and _number(v)}
+        try:
+            self.run.log(numbers, step=step)
+            for key in (k for k in numbers if k.startswith("full_")):
+                self.run.summary[key] = numbers[key]
+        except Exception as exc:  # a tracker never stops training  # noqa: BLE001
+            warnings.warn(f"train.loggers wandb: {first_line(exc)}; no more metrics go to "
+                          "W&B in this run (metrics.jsonl has them all)", stacklevel=2)
+            self.run = None
+            return
+        self.last_step = step
+
+    def close(self) -> None:
+        if self.run is None:
+            return
+        store_id(self.out_dir, "wandb_step", str(self.last_step))
+        failed = sys.exc_info()[0] is not None  # closed while an exception unwinds training
+        with contextlib.suppress(Exception):
+            self.run.finish(exit_code=1 if failed else 0)
+        self.run = None
+
+
 def _number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-TRACKERS = {"mlflow": MLflowLog}
+TRACKERS = {"mlflow": MLflowLog, "wandb": WandbLog}

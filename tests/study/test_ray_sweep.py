@@ -5,6 +5,7 @@ user reaches a real cluster. Tiny models, a few steps each."""
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -180,6 +181,31 @@ def test_a_failing_run_is_isolated_and_a_killed_one_resumes_on_the_next_sweep(
     assert statuses(tmp_path / "k") == {"position=rope": "done"} and finished_step(run) == 400
     steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").open()]
     assert steps[0] == 0 and killed_at in steps and steps.count(0) == 1  # resumed, not restarted
+
+
+@pytest.mark.slow
+def test_a_run_whose_ray_worker_dies_is_run_again_and_resumes(tmp_path, char_data, cluster):
+    out = tmp_path / "s"
+    command = [sys.executable, "-m", "gptcli", *sweep_args(
+        base_config(tmp_path, char_data), out, "--backend", "ray", "--address", cluster,
+        "--vary", "model.position=rope", "--set", "train.max_iters=300", "--set",
+        "train.eval_interval=20")]
+    sweep = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)  # fmt: skip
+    run = out / "position=rope"
+    deadline = time.time() + 90
+    while finished_step(run) is None and time.time() < deadline:
+        time.sleep(0.1)
+    training = _training_pid(run)
+    worker = int(Path(f"/proc/{training}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    os.kill(worker, signal.SIGKILL)  # as when a node goes: Ray runs the task again
+    _, err = sweep.communicate(timeout=180)
+    assert sweep.returncode == 0, err
+    assert statuses(out) == {"position=rope": "done"} and finished_step(run) == 300
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").open()]
+    assert steps.count(0) == 1 and steps[-1] == 300  # resumed, not restarted
+    starts = re.findall(r"^training\s*$", (run / "train.log").read_text(), re.MULTILINE)
+    assert len(starts) == 2  # its first process, killed with the worker, and the retried one
 
 
 @pytest.mark.slow

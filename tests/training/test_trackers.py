@@ -85,7 +85,7 @@ def test_a_sweeps_runs_share_an_experiment_named_by_the_sweep(tmp_path, char_dat
 
 def test_unknown_or_missing_trackers_are_refused_before_training(tmp_path, char_data,
                                                                  monkeypatch):  # fmt: skip
-    with pytest.raises(GptcliError, match="unknown logger 'wandbx'; choose from mlflow"):
+    with pytest.raises(GptcliError, match="unknown logger 'wandbx'; choose from mlflow, wandb"):
         trackers.check(["wandbx"])
     monkeypatch.setitem(sys.modules, "mlflow", None)  # import now fails
     config = tmp_path / "c.yaml"

@@ -226,14 +226,17 @@ def probe_storage(check: str, needed: list[str]) -> dict:
 def run_task(command: list[str], env: dict[str, str], run_dir: str) -> int:
     """One run, inside a Ray task: its training's exit code. ray.cancel arrives here as
     KeyboardInterrupt: the first is passed on as SIGINT (save and exit), a second kills."""
-    proc = start_training(command, {**os.environ, **env}, Path(run_dir))
-    stops = 0
+    proc, stops = None, 0
     while True:
         try:
+            if proc is None:
+                proc = start_training(command, {**os.environ, **env}, Path(run_dir))
             while proc.poll() is None:
                 time.sleep(0.2)  # Ray's KeyboardInterrupt lands between steps, not in a wait
             return proc.returncode
         except KeyboardInterrupt:
+            if proc is None:
+                return -signal.SIGINT  # cancelled before its training started
             stops += 1
             with contextlib.suppress(ProcessLookupError):
                 os.kill(proc.pid, signal.SIGINT if stops == 1 else signal.SIGKILL)

@@ -200,11 +200,15 @@ def test_ctrl_c_lets_every_ray_task_save_its_checkpoint(tmp_path, char_data, clu
                           "--vary", "model.position=rope,alibi", "--set", "train.max_iters=100000",
                           "--set", "train.eval_interval=100000")  # fmt: skip
     logs = [out / name / "metrics.jsonl" for name in ("position=rope", "position=alibi")]
-    deadline = time.time() + 90
+    deadline = time.time() + 120
     while not all(p.is_file() and p.stat().st_size for p in logs) and time.time() < deadline:
         time.sleep(0.1)
+    assert all(p.is_file() for p in logs), _ended(sweep, out, "both runs did not start in 120 s")
     sweep.send_signal(signal.SIGINT)
-    _, err = sweep.communicate(timeout=90)
+    try:
+        _, err = sweep.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        pytest.fail(_ended(sweep, out, "the sweep did not stop within 120 s of Ctrl-C"))
     assert sweep.returncode == 130, err
     assert "Continue with:" in err
     assert set(statuses(out).values()) == {"interrupted"}
@@ -242,6 +246,18 @@ def test_a_sweep_whose_files_the_nodes_cannot_see_is_refused(tmp_path, char_data
         assert f"does not see {private / 'data'}" in line
         assert not (out / "sweep.json").exists() and not (out / ".storage-check").exists()
     assert "storage every node mounts" in line
+
+
+def _ended(sweep: subprocess.Popen, out: Path, why: str) -> str:
+    """Kill a sweep that went wrong and say what it and its runs had written."""
+    sweep.kill()
+    _, err = sweep.communicate()
+    for pid in _training_pids(out):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    tails = {p.parent.name: p.read_text()[-1500:] for p in sorted(out.glob("*/train.log"))}
+    state = (out / "sweep.json").read_text() if (out / "sweep.json").is_file() else None
+    return f"{why}\nsweep stderr: {err[-2000:]}\nsweep.json: {state}\ntrain.logs: {tails}"
 
 
 def _starts(run: Path) -> list[str]:

@@ -40,13 +40,16 @@ def start_training(command: list[str], env: dict[str, str], run_dir: Path) -> su
 
 def _child_setup() -> None:
     """In the child before exec (Linux). SIGTERM when its parent dies however it dies, so the
-    run saves and stops instead of training on unwatched. And no blocked signals: a Ray worker
-    blocks SIGINT, and a blocked mask is inherited through exec, so Ctrl-C would never land."""
+    run saves and stops instead of training on unwatched. And SIGINT and SIGTERM neither
+    blocked nor ignored: both survive exec, and the sweep stops its runs with them. (A Ray
+    worker blocks SIGINT; a sweep started in the background by a script ignores it.)"""
     with contextlib.suppress(Exception):
         import ctypes
 
         ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_DFL)
 
 
 class LocalLauncher:

@@ -226,6 +226,7 @@ def probe_storage(check: str, needed: list[str]) -> dict:
 def run_task(command: list[str], env: dict[str, str], run_dir: str) -> int:
     """One run, inside a Ray task: its training's exit code. ray.cancel arrives here as
     KeyboardInterrupt: the first is passed on as SIGINT (save and exit), a second kills."""
+    _hear_cancel()
     proc, stops = None, 0
     while True:
         try:
@@ -240,6 +241,15 @@ def run_task(command: list[str], env: dict[str, str], run_dir: str) -> int:
             stops += 1
             with contextlib.suppress(ProcessLookupError):
                 os.kill(proc.pid, signal.SIGINT if stops == 1 else signal.SIGKILL)
+
+
+def _hear_cancel() -> None:
+    """Ray's cancel is a SIGINT to the worker, raised as KeyboardInterrupt by Python's handler;
+    a worker whose node was started with SIGINT ignored (`ray start ... &` in a script) would
+    never hear it, and its run would train on after Ctrl-C."""
+    with contextlib.suppress(ValueError):  # not the main thread: Ray handles it there
+        if signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, signal.SIG_DFL, None):
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _first_line(exc: BaseException) -> str:

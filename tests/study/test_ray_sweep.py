@@ -52,6 +52,9 @@ def cluster():
          f"--port={port}", "--num-cpus=2", "--num-gpus=0", "--include-dashboard=false",
          "--disable-usage-stats", f"--temp-dir={temp}"],
         env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        # As a head started by a script's `ray start ... &` is: its workers inherit SIGINT
+        # ignored, so the sweep's Ctrl-C must reach the runs without relying on it.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )  # fmt: skip
     monkeypatch = pytest.MonkeyPatch()
     for key, value in env.items():

@@ -85,6 +85,12 @@ class _Progress:
             f"val loss {result.val_loss:.4f}"
         )
 
+    def on_note(self, text: str) -> None:
+        if self.plain:  # beside the step lines, unbuffered, where a log file shows it at once
+            typer.echo(f"note: {text}", err=True)
+        else:
+            tqdm.write(f"note: {text}")
+
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()

@@ -23,7 +23,7 @@ from gptcli.evaluate import EvalReport, evaluate_model, merge_results
 from gptcli.model import check_config
 from gptcli.training import checkpoint, distributed, trackers
 from gptcli.training.batches import train_generator
-from gptcli.training.device import autocast, resolve_device, set_cpu_threads
+from gptcli.training.device import autocast, available_cores, resolve_device, set_cpu_threads
 from gptcli.training.estimate import evaluate
 from gptcli.training.mfu import flops_per_token, peak_flops
 from gptcli.training.optim import lr_at, set_lr
@@ -36,6 +36,7 @@ from gptcli.training.report import (
     summary_writer_class,
 )
 from gptcli.training.run import Run, build_run, run_info, save
+from gptcli.training.sharing import CoreShare
 from gptcli.training.signals import StopSignal
 
 
@@ -56,17 +57,21 @@ def train(
         distributed.setup(d, cfg.train.device) if d.enabled else resolve_device(cfg.train.device)
     )
     set_cpu_threads(cfg.train.threads, device)
+    cores = CoreShare(cfg.train.threads, available_cores()) if device.type == "cpu" else None
     try:
         with hold_run_dir(d, cfg.train.out_dir):
-            return _train(cfg, d, device, resume, force, callbacks)
+            return _train(cfg, d, device, resume, force, callbacks, cores)
     finally:
         distributed.teardown(d)
 
 
-def _train(cfg: Config, d, device, resume: bool, force: bool, callbacks) -> TrainResult:
+def _train(cfg: Config, d, device, resume: bool, force: bool, callbacks, cores) -> TrainResult:
     cb = (callbacks or Callbacks()) if d.is_main else Callbacks()
     run = build_run(cfg, d, device, resume_run=resume, force=force)
-    cb.on_start(run_info(run))
+    info = run_info(run)
+    if cores is not None and (cores.update() or cores.trainings > 1):
+        info.notes.append(cores.describe())
+    cb.on_start(info)
     log = metrics_log(run, append=resume)  # trackers first: a refusing store stops nothing old
     if d.is_main and force and not resume:
         checkpoint.forget(run.out_dir)  # only now that the new run is sure to start
@@ -74,7 +79,7 @@ def _train(cfg: Config, d, device, resume: bool, force: bool, callbacks) -> Trai
         where = environment.describe(device, d.world_size, run.precision)
         environment.record(run.out_dir, run.start_step, where)
     with log, StopSignal(escalate=not d.enabled) as stop:
-        result = Loop(run, cb, log, stop).fit()
+        result = Loop(run, cb, log, stop, cores).fit()
     # Every process waits here until rank 0 has evaluated and saved, so that no process
     # tears its process group down while another still uses it (see distributed.teardown).
     distributed.barrier(d)
@@ -120,8 +125,9 @@ def metrics_log(run: Run, append: bool) -> MetricsLog:
 
 
 class Loop:
-    def __init__(self, run: Run, cb: Callbacks, log: MetricsLog, stop: StopSignal):
-        self.run, self.cb, self.log, self.stop = run, cb, log, stop
+    def __init__(self, run: Run, cb: Callbacks, log: MetricsLog, stop: StopSignal,
+                 cores: CoreShare | None = None):  # fmt: skip
+        self.run, self.cb, self.log, self.stop, self.cores = run, cb, log, stop, cores
         self.first_eval: EvalResult | None = None
         self.last_eval: EvalResult | None = None
         self.saved, self.saved_step = None, -1
@@ -158,6 +164,8 @@ class Loop:
                 if self.saved_step != done:
                     self.saved, self.saved_step = save(run, done, None), done
                 break
+            if self.cores is not None and (change := self.cores.update()):
+                self.cb.on_note(change)  # another training started or ended beside this one
             t_last = time.perf_counter()  # keep eval and saving out of the next step's tokens/s
         result = self.result(done, time.perf_counter() - t_start, stopped_by)
         if tc.final_eval and run.d.is_main and not stopped_by and self.saved_step == done:

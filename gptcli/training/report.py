@@ -83,6 +83,8 @@ class Callbacks:
 
     def on_eval(self, result: EvalResult) -> None: ...
 
+    def on_note(self, text: str) -> None: ...  # something changed that a user should know
+
 
 class Mirror(Protocol):
     """Somewhere else every metrics.jsonl record also goes."""

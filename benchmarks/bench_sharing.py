@@ -1,0 +1,77 @@
+"""Trainings that share the cores: does each get its fair share of a lone run's throughput?
+
+    python benchmarks/bench_sharing.py [--anchor REV] [--iters 300] [--rounds 2]
+
+Runs the CPU recipe (configs/shakespeare-char-cpu.yaml: nanoGPT's) as whole `gptcli train`
+processes with default threads: one alone, then two started together, then three; each
+training's throughput is the median tokens/s of its logged steps. A run's fair share is the
+lone run's throughput / the number of trainings. The anchor is the same measurement with the
+code at REV (a git worktree; default HEAD~1), alternated round by round with this tree.
+Prepare the data first: gptcli prepare --dataset shakespeare --tokenizer char
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def trainings(code: Path, n: int, iters: int, out: Path) -> list[float]:
+    """n trainings started together with the gptcli in code; the median tokens/s of each."""
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}  # torch's default
+    procs, dirs = [], []
+    for i in range(n):
+        run = out / f"{n}-{i}"
+        dirs.append(run)
+        command = [sys.executable, "-m", "gptcli", "train", "--config",
+                   str(REPO / "configs/shakespeare-char-cpu.yaml"), "--out", str(run), "--force",
+                   "--set", f"train.max_iters={iters}", "--set", "train.eval_interval=100000",
+                   "--set", "train.final_eval=false", "--set", "train.log_interval=10",
+                   "--set", f"data.dir={REPO / 'data/shakespeare_char'}"]  # fmt: skip
+        # Started in code's directory: `python -m` imports the gptcli found there first.
+        procs.append(subprocess.Popen(command, cwd=code, env=env, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL))  # fmt: skip
+    for proc in procs:
+        if proc.wait() != 0:
+            raise SystemExit(f"a training failed ({proc.args})")
+    speeds = []
+    for run in dirs:
+        records = [json.loads(line) for line in (run / "metrics.jsonl").open()]
+        speeds.append(statistics.median(r["tokens_per_sec"] for r in records
+                                        if "tokens_per_sec" in r))  # fmt: skip
+    return speeds
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--anchor", default="HEAD~1")
+    ap.add_argument("--iters", type=int, default=300)
+    ap.add_argument("--rounds", type=int, default=2)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        anchor = Path(tmp) / "anchor"
+        subprocess.run(["git", "worktree", "add", "--detach", "-q", str(anchor), args.anchor],
+                       cwd=REPO, check=True)  # fmt: skip
+        try:
+            for round_ in range(1, args.rounds + 1):
+                for name, code in (("anchor", anchor), ("this tree", REPO)):
+                    lone = trainings(code, 1, args.iters, Path(tmp) / "out")[0]
+                    print(f"round {round_}, {name}: alone {lone:,.0f} tokens/s", flush=True)
+                    for n in (2, 3):
+                        speeds = trainings(code, n, args.iters, Path(tmp) / "out")
+                        share = ", ".join(f"{s:,.0f} ({s / (lone / n):.2f}x fair)" for s in speeds)
+                        print(f"  {n} at once: {share}", flush=True)
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(anchor)], cwd=REPO)
+
+
+if __name__ == "__main__":
+    main()

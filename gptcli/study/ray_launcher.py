@@ -160,7 +160,7 @@ class RayLauncher:
             self.ray.shutdown()
             self.started_here = False
 
-    def check_shared(self, out: Path, needed: list[Path], probe: Any = None) -> None:
+    def check_shared(self, out: Path, needed: list[Path]) -> None:
         """Refuse (one line) unless a task on every node sees what this process writes in out
         and every path in needed, and this process sees what the task writes in out."""
         check = out / CHECK_DIR
@@ -169,7 +169,7 @@ class RayLauncher:
         (check / "driver").write_text(token)
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy as strategy
 
-        probe = probe or self.ray.remote(probe_storage)
+        probe = self.ray.remote(probe_storage)
         nodes = [n for n in self.ray.nodes() if n.get("Alive")]
         try:
             refs = [probe.options(num_cpus=0, scheduling_strategy=strategy(n["NodeID"], soft=False))

@@ -106,7 +106,7 @@ def _launcher(spec, backend: str, jobs: int | None, address: str | None, cpus: i
 
     import_ray()  # before anything starts: one line saying what to install
     spec.config, spec.out = Path(spec.config).resolve(), Path(spec.out).resolve()
-    return lambda combos: ray_launcher(address, jobs, cpus)
+    return lambda: ray_launcher(address, jobs, cpus)
 
 
 def _status_table(states) -> Table:

@@ -42,7 +42,7 @@ def _child_setup() -> None:
     """In the child before exec (Linux). SIGTERM when its parent dies however it dies, so the
     run saves and stops instead of training on unwatched. And SIGINT and SIGTERM neither
     blocked nor ignored: both survive exec, and the sweep stops its runs with them. (A Ray
-    worker blocks SIGINT; a sweep started in the background by a script ignores it.)"""
+    worker blocks SIGINT, and ignores it where its node was started with SIGINT ignored.)"""
     with contextlib.suppress(Exception):
         import ctypes
 

@@ -60,14 +60,14 @@ class Launcher(Protocol):
 
 class Sweep:
     def __init__(self, grid: Grid, jobs: int = 1,
-                 launcher: Callable[[list[Combo]], Launcher] | None = None):  # fmt: skip
-        """launcher: given the runs, where they go (made once every run is valid); by default
-        this machine, `jobs` at once."""
+                 launcher: Callable[[], Launcher] | None = None):  # fmt: skip
+        """launcher: makes where the runs go, called once every run is valid (a Ray cluster is
+        joined only then); by default this machine, `jobs` at once."""
         if launcher is None and jobs < 1:
             raise GptcliError(f"--jobs must be at least 1, got {jobs}")
         self.grid = grid
         self.combos: dict[str, Combo] = {c.name: c for c in expand(grid)}  # validates all first
-        self.launcher = launcher(list(self.combos.values())) if launcher else LocalLauncher(jobs)
+        self.launcher = launcher() if launcher else LocalLauncher(jobs)
         self.states = [self._state(c) for c in self.combos.values()]
         self.stop_requests = 0
         self._carry_over()

@@ -134,6 +134,17 @@ def test_an_address_where_no_cluster_listens_is_one_line_at_once(tmp_path, char_
 
 
 @pytest.mark.slow
+def test_more_cpus_per_run_than_any_node_has_is_refused(tmp_path, char_data, cluster):
+    done = gptcli(*sweep_args(base_config(tmp_path, char_data), tmp_path / "s", "--backend",
+                              "ray", "--address", cluster, "--cpus-per-run", "3", "--vary",
+                              "model.position=rope"))  # fmt: skip
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("error: --cpus-per-run 3: no Ray node has that many CPUs "
+                                  "(the largest has 2)")  # fmt: skip
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.slow
 def test_a_grid_on_ray_trains_as_the_local_backend_and_a_finished_grid_is_skipped(
     tmp_path, char_data, cluster
 ):

@@ -69,6 +69,16 @@ class ScoreBias:
 
 
 def _sdpa(q, k, v, bias: torch.Tensor | None, dropout: float) -> torch.Tensor:
+    # torch's CPU attention kernels are about 3x slower in bf16 than in fp32 at training sizes
+    # (benchmarks/bench_attention.py), which cost a bf16 step more than its matmuls save: on CPU
+    # attend in fp32, out of autocast (which would cast back to bf16), and hand the dtype back.
+    if q.device.type == "cpu" and q.dtype != torch.float32:
+        with torch.autocast("cpu", enabled=False):
+            return _attend(q.float(), k.float(), v.float(), bias, dropout).to(q.dtype)
+    return _attend(q, k, v, bias, dropout)
+
+
+def _attend(q, k, v, bias: torch.Tensor | None, dropout: float) -> torch.Tensor:
     # Fewer key/value heads than query heads: each serves n_head / n_kv_head query heads in a
     # row (head h reads key/value head h // group), torch's enable_gqa as Llama's repeat_kv.
     gqa = k.shape[1] != q.shape[1]

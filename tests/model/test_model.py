@@ -104,3 +104,27 @@ def test_a_tiny_model_overfits_a_tiny_batch():
         loss.backward()
         opt.step()
     assert loss.item() < 0.1
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_cpu_bf16_attention_runs_in_fp32(bias):
+    # Under CPU autocast the attention kernel is handed fp32 (its bf16 kernel is ~3x slower);
+    # the result is fp32 attention of the bf16 q, k, v, returned in bf16, gradients included.
+    from gptcli.model.attention import _sdpa
+
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 2, 8, 4).bfloat16().requires_grad_() for _ in range(3))
+    mask = torch.randn(8, 8).masked_fill(~torch.ones(8, 8, dtype=torch.bool).tril(), -math.inf)
+    mask = mask if bias else None
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = _sdpa(q, k, v, mask, 0.0)
+    assert y.dtype == torch.bfloat16
+    q32, k32, v32 = (t.detach().float().requires_grad_() for t in (q, k, v))
+    ref = F.scaled_dot_product_attention(
+        q32, k32, v32, attn_mask=mask, is_causal=mask is None
+    )
+    assert torch.equal(y, ref.bfloat16())
+    y.float().sum().backward()
+    ref.bfloat16().float().sum().backward()
+    for a, b in ((q, q32), (k, k32), (v, v32)):
+        assert torch.equal(a.grad, b.grad.bfloat16())

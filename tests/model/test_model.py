@@ -120,9 +120,7 @@ def test_cpu_bf16_attention_runs_in_fp32(bias):
         y = _sdpa(q, k, v, mask, 0.0)
     assert y.dtype == torch.bfloat16
     q32, k32, v32 = (t.detach().float().requires_grad_() for t in (q, k, v))
-    ref = F.scaled_dot_product_attention(
-        q32, k32, v32, attn_mask=mask, is_causal=mask is None
-    )
+    ref = F.scaled_dot_product_attention(q32, k32, v32, attn_mask=mask, is_causal=mask is None)
     assert torch.equal(y, ref.bfloat16())
     y.float().sum().backward()
     ref.bfloat16().float().sum().backward()

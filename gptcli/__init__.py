@@ -3,11 +3,11 @@
 __version__ = "0.1.0"
 
 
-def load(path, which: str = "best", device="auto"):
+def load(path, which: str = "best", device="auto", precision: str = "fp32"):
     """A trained checkpoint, ready to sample: `gptcli.load("out/demo").generate("ROMEO:")`.
 
     Defined here lazily so that `import gptcli` stays light (torch loads on first use).
     """
     from gptcli.generate import load as _load
 
-    return _load(path, which, device)
+    return _load(path, which, device, precision)

@@ -185,13 +185,16 @@ def test_prompt_file_and_no_window(trained_run, tmp_path):
 def test_python_api(trained_run):
     import gptcli
 
-    model = gptcli.load(trained_run, device="cpu")
-    text = "".join(model.generate("The", max_new_tokens=30, seed=1))
-    assert len(text) == 30
-    assert text == "".join(model.generate("The", max_new_tokens=30, seed=1))
-    cli = invoke("sample", "--checkpoint", trained_run, "--prompt", "The", "--seed", 1,
-                 "--max-new-tokens", 30, "--no-stream")  # fmt: skip
-    assert cli.output == "The" + text + "\n"
+    # The API samples in fp32 unless asked; the command line in auto (bf16 on a CPU with
+    # native bf16): each gives what the other gives in the same precision.
+    for precision, cli_args in (("fp32", ["--precision", "fp32"]), ("auto", [])):
+        model = gptcli.load(trained_run, device="cpu", precision=precision)
+        text = "".join(model.generate("The", max_new_tokens=30, seed=1))
+        assert len(text) == 30
+        assert text == "".join(model.generate("The", max_new_tokens=30, seed=1))
+        cli = invoke("sample", "--checkpoint", trained_run, "--prompt", "The", "--seed", 1,
+                     "--max-new-tokens", 30, "--no-stream", *cli_args)  # fmt: skip
+        assert cli.output == "The" + text + "\n"
 
 
 def test_learned_positions_refuse_no_window(tmp_path, char_data):
@@ -203,6 +206,7 @@ def test_learned_positions_refuse_no_window(tmp_path, char_data):
 
 def test_more_bad_inputs_exit_2(tmp_path, trained_run, corpus):
     one_error_line(invoke("sample", "--checkpoint", trained_run, "--device", "foo"), "foo")
+    one_error_line(invoke("sample", "--checkpoint", trained_run, "--precision", "fp8"), "fp8")
     src = tmp_path / "src"
     src.mkdir()
     (src / "a.txt").write_text(corpus.read_text())
@@ -238,3 +242,18 @@ def test_corrupt_run_state_is_one_line(tmp_path, char_data):
     del meta["tokens"]
     (char_data / "meta.json").write_text(json.dumps(meta))
     one_error_line(invoke("train", "--config", config, "--out", tmp_path / "r2"), "corrupt")
+
+
+def test_sample_exits_at_once_with_its_whole_output_and_code(trained_run, tmp_path):
+    # sample skips the interpreter's teardown (os._exit): what it printed must still all arrive
+    # through a pipe, and its exit code with it.
+    def gptcli(*args):
+        return subprocess.run([sys.executable, "-m", "gptcli", *map(str, args)],
+                              capture_output=True, text=True, cwd=REPO)  # fmt: skip
+
+    args = ["sample", "--checkpoint", trained_run, "--prompt", "The", "--seed", 1]
+    ok = gptcli(*args, "--max-new-tokens", 500, "--num-samples", 3)
+    samples = ok.stdout.rstrip("\n").split("\n" + "-" * 40 + "\n")
+    assert ok.returncode == 0 and [len(s) for s in samples] == [len("The") + 500] * 3
+    bad = gptcli("sample", "--checkpoint", tmp_path / "none")
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "not found" in bad.stderr

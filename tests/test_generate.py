@@ -195,3 +195,42 @@ def test_stream_stops_before_a_stop_string_and_never_shows_it():
     pieces = stream_text("abcabd", stop=["xyz", "abd"])
     assert "".join(pieces) == "abc"
     assert "".join(stream_text("no stop here", stop=["zz"])) == "no stop here"
+
+
+def autocast_bf16():
+    return torch.autocast("cpu", dtype=torch.bfloat16)
+
+
+def steps_of(model, idx):
+    """A full forward's logits, and the same tokens' logits through the cache (prefill, steps)."""
+    with torch.no_grad(), autocast_bf16():
+        full, _ = model(idx)
+        cache = model.new_cache(2, 12)
+        parts = [model(idx[:, :5], cache=cache)[0]]
+        parts += [model(idx[:, t : t + 1], cache=cache)[0] for t in range(5, 12)]
+    return full, torch.cat(parts, dim=1), cache
+
+
+@pytest.mark.parametrize("block", BLOCKS)
+@pytest.mark.parametrize(("position", "norm"), VARIANTS, ids=["-".join(v) for v in VARIANTS])
+def test_bf16_sampling_weights_give_what_autocast_gives(position, norm, block):
+    import copy
+
+    from gptcli.model.inference import LowPrecisionLinear, can_pack, for_inference
+
+    model = variant(position, norm, block=block)
+    cast = copy.deepcopy(model)
+    for_inference(cast, torch.bfloat16)
+    linears = [m for m in cast.modules() if isinstance(m, LowPrecisionLinear)]
+    assert len(linears) == sum(isinstance(m, torch.nn.Linear) for m in model.modules())
+    assert all(m.weight.dtype == torch.bfloat16 for m in linears)
+    assert all((m.packed is not None) == can_pack(torch.device("cpu"), torch.bfloat16)
+               for m in linears)  # fmt: skip
+    assert cast.state_dict().keys() == model.state_dict().keys()
+    idx = torch.randint(30, (2, 12), generator=torch.Generator().manual_seed(3))
+    full, cached, cache = steps_of(model, idx)
+    full_cast, cached_cast, _ = steps_of(cast, idx)
+    assert torch.equal(full_cast, full) and torch.equal(cached_cast, cached)
+    # The cache keeps keys in the dtype they are computed in, and stays close to a full forward.
+    assert cache[0].k.dtype == torch.bfloat16
+    torch.testing.assert_close(cached, full, atol=0.1, rtol=0.05)

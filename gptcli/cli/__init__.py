@@ -8,6 +8,22 @@ from gptcli.cli import prepare, train, sample, evaluate, study, inspect, convert
 
 __all__ = ["app", "main"]
 
+# Commands that, once they return, leave nothing behind but what they printed and files they
+# wrote and closed (no threads, trackers or children): for them the interpreter's teardown,
+# freeing torch's thousand modules one by one, is 0.3 s of nothing, 6% of a 1000-token sample.
+EXIT_AT_ONCE = {"sample", "eval"}
+
 
 def main() -> None:
-    app()
+    import os
+    import sys
+
+    try:
+        app()
+    except SystemExit as done:
+        code = done.code
+        if sys.argv[1:2] and sys.argv[1] in EXIT_AT_ONCE and isinstance(code, int | None):
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code or 0)
+        raise

@@ -36,13 +36,16 @@ def sample(
     ),
     which: str = typer.Option("best", help="best | latest, when given a run directory."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N | mps"),
+    precision: str = typer.Option(
+        "auto", help="auto (bf16 where the device has it natively) | fp32 | bf16 | fp16"
+    ),
 ) -> None:
     """Generate text from a trained checkpoint (with a KV cache)."""
     from gptcli.generate import load
 
     with user_errors():
         prompt = _read_prompt(prompt, prompt_file)
-        model = load(checkpoint, which, device)
+        model = load(checkpoint, which, device, precision)
         n = model.checkpoint.config.sample.num_samples if num_samples is None else num_samples
         pieces = model.generate_streams(
             prompt, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,

@@ -12,18 +12,23 @@ from gptcli.registry import Registry
 
 
 class LayerKV:
-    """One layer's cached keys and values, preallocated for `capacity` positions."""
+    """One layer's cached keys and values, preallocated for `capacity` positions on the first
+    append, in the dtype the keys come in (bf16 under bf16 autocast: half the bytes that every
+    new token reads back)."""
 
-    def __init__(self, shape: tuple[int, int, int, int], device, dtype):
-        self.k = torch.empty(shape, device=device, dtype=dtype)  # (B, H, capacity, D)
-        self.v = torch.empty(shape, device=device, dtype=dtype)
+    def __init__(self, shape: tuple[int, int, int, int], device):
+        self.shape, self.device = shape, device  # (B, H, capacity, D)
+        self.k = self.v = None
         self.length = 0
 
     def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store the new (B, H, T, D) keys and values; return all keys and values so far."""
         end = self.length + k.shape[2]
-        if end > self.k.shape[2]:
-            raise ValueError(f"KV cache full: {end} positions > capacity {self.k.shape[2]}")
+        if end > self.shape[2]:
+            raise ValueError(f"KV cache full: {end} positions > capacity {self.shape[2]}")
+        if self.k is None:
+            self.k = torch.empty(self.shape, device=self.device, dtype=k.dtype)
+            self.v = torch.empty(self.shape, device=self.device, dtype=v.dtype)
         self.k[:, :, self.length : end] = k
         self.v[:, :, self.length : end] = v
         self.length = end

@@ -291,7 +291,7 @@ def load_model(
     its tokenizer and the checkpoint."""
     ckpt = load(path, which)
     tokenizer = tokenizer_from_spec(ckpt.tokenizer_spec)
-    model = GPT(ckpt.config.model, ckpt.vocab_size)
+    model = GPT.to_load(ckpt.config.model, ckpt.vocab_size)
     try:
         model.load_state_dict(ckpt.model_state())
     except RuntimeError as exc:

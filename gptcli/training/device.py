@@ -51,11 +51,17 @@ def resolve_precision(name: str, device: torch.device) -> str:
     return name
 
 
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
 def autocast(device: torch.device, precision: str):
     if precision == "fp32":
         return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
+    return torch.autocast(device_type=device.type, dtype=lowp_dtype(precision))
+
+
+def lowp_dtype(precision: str) -> torch.dtype:
+    return torch.bfloat16 if precision == "bf16" else torch.float16
 
 
 def cpu_threads(requested: int | None, local_processes: int, cores: int) -> int | None:

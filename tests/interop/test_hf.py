@@ -266,7 +266,8 @@ def test_greedy_sample_matches_transformers(gpt2_vocab_hf, tmp_path):
     assert [int(t) for t in ours] == expected
 
     args = ["sample", "--checkpoint", str(out), "--prompt", prompt, "--max-new-tokens", "5"]
-    result = runner.invoke(app, [*args, "--temperature", "0", "--device", "cpu"])
+    fp32 = ["--temperature", "0", "--device", "cpu", "--precision", "fp32"]
+    result = runner.invoke(app, [*args, *fp32])
     assert result.exit_code == 0, result.output
     assert result.stdout == prompt + tok.decode(expected) + "\n"
 

@@ -36,7 +36,7 @@ PROMPTS = {"char": "The cat", "bpe": "The cat", "gpt2": "The cat"}
 
 def greedy_gptcli(run, prompt: str) -> str:
     args = ["sample", "--checkpoint", str(run), "--prompt", prompt, "--temperature", "0",
-            "--max-new-tokens", "50", "--no-stream"]  # fmt: skip
+            "--max-new-tokens", "50", "--no-stream", "--precision", "fp32"]  # fmt: skip
     done = runner.invoke(app, args)
     assert done.exit_code == 0, done.output
     return done.output.rstrip("\n").removeprefix(prompt)

@@ -126,3 +126,18 @@ def test_cpu_bf16_attention_runs_in_fp32(bias):
     ref.bfloat16().float().sum().backward()
     for a, b in ((q, q32), (k, k32), (v, v32)):
         assert torch.equal(a.grad, b.grad.bfloat16())
+
+
+@pytest.mark.parametrize("position", ["learned", "sincos", "rope", "alibi", "relative", "none"])
+def test_a_model_built_to_load_gives_the_loaded_weights_logits(position):
+    # Built without nn.init's fills, then loaded: the same logits as the model it came from,
+    # tables that are no weights (sincos, RoPE, ALiBi) included; nn.init is itself again.
+    fill = torch.nn.init.normal_
+    torch.manual_seed(0)
+    cfg = tiny(position=position, norm="batchnorm" if position == "none" else "layernorm")
+    source = GPT(cfg, VOCAB).eval()
+    built = GPT.to_load(cfg, VOCAB)
+    assert torch.nn.init.normal_ is fill
+    built.load_state_dict(source.state_dict())
+    idx = torch.randint(VOCAB, (2, 16))
+    assert torch.equal(built.eval()(idx)[0], source(idx)[0])

@@ -1,0 +1,52 @@
+"""A model made ready to sample in lower precision: each matmul weight cast once to the dtype
+that autocast casts it to at every call and, on a CPU with native bf16, packed once into
+oneDNN's blocked layout. At one token per step the matmuls are bound by reading their weights,
+so reading half the bytes, in the layout the kernel wants, is most of a step's time saved
+(benchmarks/bench_sample_nanogpt.py). The logits are the same as under autocast alone (tested)."""
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def for_inference(model: nn.Module, dtype: torch.dtype) -> None:
+    """Replace every nn.Linear, in place, by a LowPrecisionLinear of dtype. Inference only: a
+    tied weight (lm_head's and wte's) is untied, the embedding keeping fp32 as under autocast."""
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.Linear):
+                setattr(parent, name, LowPrecisionLinear(child, dtype))
+
+
+def can_pack(device: torch.device, dtype: torch.dtype) -> bool:
+    from gptcli.training.device import cpu_has_native_bf16
+
+    packing = getattr(torch.ops.mkldnn, "_reorder_linear_weight", None)
+    return (
+        device.type == "cpu"
+        and dtype == torch.bfloat16
+        and torch.backends.mkldnn.is_available()
+        and packing is not None
+        and cpu_has_native_bf16()
+    )
+
+
+class LowPrecisionLinear(nn.Module):
+    """A linear layer with its weight and bias in dtype, its input cast to dtype as autocast
+    would. Same parameter names as nn.Linear, so state dicts read the same."""
+
+    def __init__(self, linear: nn.Linear, dtype: torch.dtype):
+        super().__init__()
+        self.weight = nn.Parameter(linear.weight.detach().to(dtype), requires_grad=False)
+        bias = linear.bias
+        self.bias = None if bias is None else nn.Parameter(bias.detach().to(dtype), False)
+        # Packed for a batch of one row: a sampling step's shape (any shape computes the same).
+        self.packed = None
+        if can_pack(self.weight.device, dtype):
+            self.packed = torch.ops.mkldnn._reorder_linear_weight(self.weight.detach(), 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.weight.dtype)
+        if self.packed is None:
+            return F.linear(x, self.weight, self.bias)
+        return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")

@@ -30,8 +30,10 @@ from gptcli.data.tokenizers import Tokenizer
 from gptcli.errors import GptcliError
 from gptcli.evaluate import score_tokens, scored_bytes
 from gptcli.model import GPT
+from gptcli.model.inference import for_inference
 from gptcli.training import checkpoint
 from gptcli.training.checkpoint import load_model
+from gptcli.training.device import autocast, cpu_has_native_bf16, lowp_dtype
 
 
 def sample_next(
@@ -173,20 +175,16 @@ class LoadedModel:
     def __init__(
         self, model: GPT, tokenizer: Tokenizer, ckpt: checkpoint.Checkpoint, precision="fp32"
     ):
-        from gptcli.model.inference import for_inference
-        from gptcli.training.device import lowp_dtype
-
         self.model = model
         self.tokenizer = tokenizer
         self.checkpoint = ckpt
         self.device = next(model.parameters()).device
         self.precision = precision  # resolved: fp32 | bf16 | fp16
         if precision != "fp32":
-            for_inference(model, lowp_dtype(precision))
+            native = self.device.type == "cpu" and cpu_has_native_bf16()
+            for_inference(model, lowp_dtype(precision), pack=native)
 
     def _autocast(self):
-        from gptcli.training.device import autocast
-
         return autocast(self.device, self.precision)
 
     def encode_prompt(self, prompt: str) -> list[int]:

@@ -217,15 +217,16 @@ def test_bf16_sampling_weights_give_what_autocast_gives(position, norm, block):
     import copy
 
     from gptcli.model.inference import LowPrecisionLinear, can_pack, for_inference
+    from gptcli.training.device import cpu_has_native_bf16
 
     model = variant(position, norm, block=block)
     cast = copy.deepcopy(model)
-    for_inference(cast, torch.bfloat16)
+    native = cpu_has_native_bf16()  # packed where sampling packs (this machine: yes)
+    for_inference(cast, torch.bfloat16, pack=native)
     linears = [m for m in cast.modules() if isinstance(m, LowPrecisionLinear)]
     assert len(linears) == sum(isinstance(m, torch.nn.Linear) for m in model.modules())
     assert all(m.weight.dtype == torch.bfloat16 for m in linears)
-    assert all((m.packed is not None) == can_pack(torch.device("cpu"), torch.bfloat16)
-               for m in linears)  # fmt: skip
+    assert all((m.packed is not None) == (native and can_pack(torch.bfloat16)) for m in linears)
     assert cast.state_dict().keys() == model.state_dict().keys()
     idx = torch.randint(30, (2, 12), generator=torch.Generator().manual_seed(3))
     full, cached, cache = steps_of(model, idx)

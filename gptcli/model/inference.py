@@ -9,40 +9,34 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
-def for_inference(model: nn.Module, dtype: torch.dtype) -> None:
-    """Replace every nn.Linear, in place, by a LowPrecisionLinear of dtype. Inference only: a
-    tied weight (lm_head's and wte's) is untied, the embedding keeping fp32 as under autocast."""
+def for_inference(model: nn.Module, dtype: torch.dtype, pack: bool = False) -> None:
+    """Replace every nn.Linear, in place, by a LowPrecisionLinear of dtype; pack: on a CPU with
+    native bf16 (the caller knows), pack the weights for oneDNN. Inference only: a tied weight
+    (lm_head's and wte's) is untied, the embedding keeping fp32 as under autocast."""
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, nn.Linear):
-                setattr(parent, name, LowPrecisionLinear(child, dtype))
+                setattr(parent, name, LowPrecisionLinear(child, dtype, pack))
 
 
-def can_pack(device: torch.device, dtype: torch.dtype) -> bool:
-    from gptcli.training.device import cpu_has_native_bf16
-
+def can_pack(dtype: torch.dtype) -> bool:
+    """Whether this torch has oneDNN's packed linear for dtype (it is an internal op)."""
     packing = getattr(torch.ops.mkldnn, "_reorder_linear_weight", None)
-    return (
-        device.type == "cpu"
-        and dtype == torch.bfloat16
-        and torch.backends.mkldnn.is_available()
-        and packing is not None
-        and cpu_has_native_bf16()
-    )
+    return dtype == torch.bfloat16 and torch.backends.mkldnn.is_available() and packing is not None
 
 
 class LowPrecisionLinear(nn.Module):
     """A linear layer with its weight and bias in dtype, its input cast to dtype as autocast
     would. Same parameter names as nn.Linear, so state dicts read the same."""
 
-    def __init__(self, linear: nn.Linear, dtype: torch.dtype):
+    def __init__(self, linear: nn.Linear, dtype: torch.dtype, pack: bool = False):
         super().__init__()
         self.weight = nn.Parameter(linear.weight.detach().to(dtype), requires_grad=False)
         bias = linear.bias
         self.bias = None if bias is None else nn.Parameter(bias.detach().to(dtype), False)
         # Packed for a batch of one row: a sampling step's shape (any shape computes the same).
         self.packed = None
-        if can_pack(self.weight.device, dtype):
+        if pack and self.weight.device.type == "cpu" and can_pack(dtype):
             self.packed = torch.ops.mkldnn._reorder_linear_weight(self.weight.detach(), 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -285,4 +285,4 @@ def load(
         raise GptcliError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     dev = resolve_device(device) if isinstance(device, str) else device
     model, tokenizer, ckpt = load_model(path, which, dev)
-    return LoadedModel(model, tokenizer, ckpt, resolve_precision(precision, dev))
+    return LoadedModel(model, tokenizer, ckpt, resolve_precision(precision, dev, "precision"))

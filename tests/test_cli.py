@@ -207,6 +207,8 @@ def test_learned_positions_refuse_no_window(tmp_path, char_data):
 def test_more_bad_inputs_exit_2(tmp_path, trained_run, corpus):
     one_error_line(invoke("sample", "--checkpoint", trained_run, "--device", "foo"), "foo")
     one_error_line(invoke("sample", "--checkpoint", trained_run, "--precision", "fp8"), "fp8")
+    fp16 = invoke("sample", "--checkpoint", trained_run, "--precision", "fp16", "--device", "cpu")
+    one_error_line(fp16, "precision fp16 needs a CUDA device")
     src = tmp_path / "src"
     src.mkdir()
     (src / "a.txt").write_text(corpus.read_text())

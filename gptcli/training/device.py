@@ -36,7 +36,7 @@ def cpu_has_native_bf16() -> bool:
     return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
 
 
-def resolve_precision(name: str, device: torch.device) -> str:
+def resolve_precision(name: str, device: torch.device, key: str = "train.precision") -> str:
     """auto: bf16 where it is faster at the same quality (GPUs that support it; CPUs with native
     bf16: 1.2x per step on nanoGPT's CPU recipe, the same full-split val loss over 3 seeds),
     else fp32."""
@@ -47,7 +47,7 @@ def resolve_precision(name: str, device: torch.device) -> str:
             return "bf16"
         return "fp32"
     if name == "fp16" and device.type != "cuda":
-        raise GptcliError("train.precision fp16 needs a CUDA device; use bf16 or fp32 on CPU/MPS")
+        raise GptcliError(f"{key} fp16 needs a CUDA device; use bf16 or fp32 on CPU/MPS")
     return name
 
 

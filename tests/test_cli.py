@@ -195,6 +195,12 @@ def test_python_api(trained_run):
         cli = invoke("sample", "--checkpoint", trained_run, "--prompt", "The", "--seed", 1,
                      "--max-new-tokens", 30, "--no-stream", *cli_args)  # fmt: skip
         assert cli.output == "The" + text + "\n"
+    # Scoring in bf16 (weights cast and packed, batches of windows) stays near fp32's score.
+    text = "The cat sat on the mat and the dog ran. " * 8
+    fp32, bf16 = (gptcli.load(trained_run, device="cpu", precision=p).score(text) for p in
+                  ("fp32", "bf16"))  # fmt: skip
+    assert fp32.tokens == bf16.tokens and fp32.loss != bf16.loss
+    assert bf16.loss == pytest.approx(fp32.loss, rel=0.02)
 
 
 def test_learned_positions_refuse_no_window(tmp_path, char_data):

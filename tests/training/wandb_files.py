@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,8 @@ def records(path: Path) -> Iterator[Any]:
             pos += BLOCK - pos % BLOCK
             continue
         _checksum, length, kind = struct.unpack("<IHB", data[pos : pos + HEADER])
+        if pos + HEADER + length > len(data):
+            break  # a chunk still being written
         chunk = data[pos + HEADER : pos + HEADER + length]
         pos += HEADER + length
         if kind == 0:  # zero padding at the end of a block or of the file
@@ -68,7 +71,15 @@ def read_run(run_file: Path) -> dict[str, Any]:
     return run
 
 
-def read_runs(run_dir: Path) -> list[dict[str, Any]]:
-    """Every offline run file under RUN/wandb/, oldest first (a resumed run adds one)."""
-    files = sorted(Path(run_dir).glob("wandb/offline-run-*/run-*.wandb"))
-    return [read_run(f) for f in files]
+def read_runs(run_dir: Path, wait: float = 60.0) -> list[dict[str, Any]]:
+    """Every offline run file under RUN/wandb/, oldest first (a resumed run adds one). wandb's
+    finish() can return before its service has written the file out (seen once in CI: a file
+    without its run record yet), so each file is read again until it holds its exit record, for
+    up to `wait` seconds."""
+    deadline = time.monotonic() + wait
+    while True:
+        files = sorted(Path(run_dir).glob("wandb/offline-run-*/run-*.wandb"))
+        runs = [read_run(f) for f in files]
+        if (runs and all(r["exit_code"] is not None for r in runs)) or time.monotonic() > deadline:
+            return runs
+        time.sleep(0.2)

@@ -2,7 +2,10 @@
 the same bf16 q, k, v (what gptcli does on CPU), forward + backward, and a whole training step
 of the CPU recipe (configs/shakespeare-char-cpu.yaml) each way and in fp32, alternated.
 
-    .venv/bin/python benchmarks/bench_attention.py [--rounds 3] [--steps 50]
+    .venv/bin/python benchmarks/bench_attention.py [--rounds 3] [--steps 50] [--profile]
+
+--profile also prints where a bf16 step's time goes now, by torch operator (torch.profiler,
+self time, 20 steps).
 """
 
 from __future__ import annotations
@@ -55,7 +58,8 @@ def attention_only(dtype) -> float:
     return ms_per_call(fwd_bwd, 200)
 
 
-def training_step(precision: str, steps: int) -> float:
+def recipe_step(precision: str):
+    """One training step of the CPU recipe's model on a fixed batch, as a function."""
     cfg = load_config(RECIPE, []).model
     torch.manual_seed(0)
     model = GPT(cfg, 65)
@@ -69,13 +73,33 @@ def training_step(precision: str, steps: int) -> float:
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    return ms_per_call(step, steps)
+    return step
+
+
+def training_step(precision: str, steps: int) -> float:
+    return ms_per_call(recipe_step(precision), steps)
+
+
+def profile_step() -> None:
+    from torch.profiler import profile
+
+    step = recipe_step("bf16")
+    ms_per_call(step, 5)
+    with profile() as prof:
+        for _ in range(20):
+            step()
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    print("a bf16 step by operator (self time, share of all operators):")
+    for e in sorted(events, key=lambda e: -e.self_cpu_time_total)[:8]:
+        print(f"  {e.key[:60]:60} {e.self_cpu_time_total / total:6.1%}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--profile", action="store_true")
     args = ap.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; ms per call")
     print("attention fwd+bwd (12 x 4 heads x 64 x 32): bf16 kernel | fp32 of bf16 inputs")
@@ -94,6 +118,8 @@ def main() -> None:
             f"  {fp32:6.2f} | {before:6.2f} | {after:6.2f}   "
             f"fp32/after {fp32 / after:.2f}x, before/after {before / after:.2f}x"
         )
+    if args.profile:
+        profile_step()
 
 
 if __name__ == "__main__":

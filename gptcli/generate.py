@@ -276,13 +276,15 @@ def load(
     print(m.score("ROMEO:\nBut soft!").bits_per_byte)
 
     precision: fp32 | bf16 | fp16 | auto (bf16 where the device has it natively, as in
-    training): what sampling and scoring compute in; bf16 samples about 2x faster on such a CPU
-    (the weights are read once per token, in half the bytes) but not the same text as fp32.
+    training): what sampling and scoring compute in; bf16 samples faster on such a CPU (the
+    weights are read in half the bytes each token; benchmarks/bench_decode.py) but not the same
+    text as fp32.
     """
-    from gptcli.training.device import PRECISIONS, resolve_device, resolve_precision
+    from gptcli.config import CHOICES
+    from gptcli.training.device import resolve_device, resolve_precision
 
-    if precision not in PRECISIONS:
-        raise GptcliError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision not in (names := CHOICES["train.precision"]):
+        raise GptcliError(f"precision must be one of {', '.join(names)}, got {precision!r}")
     dev = resolve_device(device) if isinstance(device, str) else device
     model, tokenizer, ckpt = load_model(path, which, dev)
     return LoadedModel(model, tokenizer, ckpt, resolve_precision(precision, dev, "precision"))

@@ -10,7 +10,8 @@ __all__ = ["app", "main"]
 
 # Commands that, once they return, leave nothing behind but what they printed and files they
 # wrote and closed (no threads, trackers or children): for them the interpreter's teardown,
-# freeing torch's thousand modules one by one, is 0.3 s of nothing, 6% of a 1000-token sample.
+# freeing torch's thousand modules one by one, is 0.3-0.45 s of nothing (benchmarks/
+# bench_decode.py), 6-9% of a 1000-token sample.
 EXIT_AT_ONCE = {"sample", "eval"}
 
 

@@ -51,9 +51,6 @@ def resolve_precision(name: str, device: torch.device, key: str = "train.precisi
     return name
 
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-
-
 def autocast(device: torch.device, precision: str):
     if precision == "fp32":
         return contextlib.nullcontext()

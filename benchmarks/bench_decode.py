@@ -1,0 +1,84 @@
+"""Where a sample's time goes, in one process: a token's step with fp32 weights, with bf16
+weights cast once (model/inference.py, unpacked) and cast and packed for oneDNN (what
+`gptcli sample` does on a CPU with native bf16), alternated; building a model to load
+(GPT.to_load) against building it with its random init; and the interpreter's teardown after
+torch, which `sample` and `eval` skip.
+
+    .venv/bin/python benchmarks/bench_decode.py [--tokens 500] [--rounds 3]
+
+The model is the sampling benchmark's (6 layers x 384, block 1024, 65-token vocabulary),
+randomly initialised; every variant generates the same number of tokens from a 1-token prompt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+from gptcli.config import ModelConfig
+from gptcli.generate import generate
+from gptcli.model import GPT
+from gptcli.model.inference import can_pack, for_inference
+from gptcli.training.device import autocast, cpu_has_native_bf16
+
+CFG = ModelConfig(n_layer=6, n_head=6, n_embd=384, block_size=1024, bias=False)
+
+
+def ms_per_token(model, precision: str, tokens: int) -> float:
+    idx = torch.zeros(1, 1, dtype=torch.long)
+    ctx = lambda: autocast(torch.device("cpu"), precision)  # noqa: E731
+    list(generate(model, idx, 10, temperature=0.8, autocast_ctx=ctx))  # warm-up
+    start = time.perf_counter()
+    list(generate(model, idx, tokens, temperature=0.8, autocast_ctx=ctx))
+    return (time.perf_counter() - start) / tokens * 1e3
+
+
+def seconds(fn, n: int = 5) -> float:
+    times = []
+    for _ in range(n):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def process_seconds(code: str, n: int = 3) -> float:
+    return seconds(lambda: subprocess.run([sys.executable, "-c", code], check=True), n)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tokens", type=int, default=500)
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    fp32 = GPT(CFG, 65).eval()
+    cast, packed = copy.deepcopy(fp32), copy.deepcopy(fp32)
+    for_inference(cast, torch.bfloat16, pack=False)
+    for_inference(packed, torch.bfloat16, pack=True)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, native bf16 "
+          f"{cpu_has_native_bf16()}, oneDNN packing {can_pack(torch.bfloat16)}; ms per token "
+          f"over {args.tokens} tokens: fp32 | bf16 cast | bf16 cast and packed")  # fmt: skip
+    for _ in range(args.rounds):
+        a = ms_per_token(fp32, "fp32", args.tokens)
+        b = ms_per_token(cast, "bf16", args.tokens)
+        c = ms_per_token(packed, "bf16", args.tokens)
+        print(f"  {a:6.2f} | {b:6.2f} | {c:6.2f}   fp32/packed {a / c:.2f}x, cast/packed "
+              f"{b / c:.2f}x")  # fmt: skip
+    built = seconds(lambda: GPT(CFG, 65))
+    to_load = seconds(lambda: GPT.to_load(CFG, 65))
+    print(f"building the model: with its init {built:.3f} s, GPT.to_load {to_load:.3f} s")
+    normal = process_seconds("import torch")
+    at_once = process_seconds("import torch, os; os._exit(0)")
+    print(f"a process that imports torch: {normal:.2f} s ending normally, {at_once:.2f} s with "
+          f"os._exit: teardown {normal - at_once:.2f} s")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

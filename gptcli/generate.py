@@ -30,7 +30,7 @@ from gptcli.data.tokenizers import Tokenizer
 from gptcli.errors import GptcliError
 from gptcli.evaluate import score_tokens, scored_bytes
 from gptcli.model import GPT
-from gptcli.model.inference import for_inference
+from gptcli.model.inference import decode_attention, for_inference
 from gptcli.training import checkpoint
 from gptcli.training.checkpoint import load_model
 from gptcli.training.device import autocast, cpu_has_native_bf16, lowp_dtype
@@ -103,13 +103,13 @@ def generate(
                 start = n - keep
                 cache, cached = None, start
             if not use_cache:
-                with autocast_ctx():
+                with autocast_ctx(), decode_attention(idx.device):
                     logits, _ = model(idx[:, start:])
             else:
                 if cache is None:
                     capacity = block if window else n + max_new_tokens - step
                     cache = model.new_cache(idx.shape[0], capacity)
-                with autocast_ctx():
+                with autocast_ctx(), decode_attention(idx.device):
                     logits, _ = model(idx[:, cached:], cache=cache)
                 cached = n
             next_id = sample_next(logits[:, -1, :], temperature, top_k, top_p, generator)

@@ -119,9 +119,7 @@ def test_cached_logits_equal_a_full_forward(position, norm, block):
 @pytest.mark.parametrize("block", BLOCKS)
 @pytest.mark.parametrize("placement", ["pre", "post"])
 @pytest.mark.parametrize(("position", "norm"), VARIANTS, ids=["-".join(v) for v in VARIANTS])
-def test_cached_greedy_equals_uncached_within_and_past_the_window(
-    position, norm, placement, block
-):
+def test_cached_greedy_equals_uncached_within_and_past_the_window(position, norm, placement, block):
     model = variant(position, norm, placement, block)
     idx = torch.randint(30, (2, 4), generator=torch.Generator().manual_seed(4))
     # 40 new tokens on a 12-token window: the window restarts several times.
@@ -235,3 +233,19 @@ def test_bf16_sampling_weights_give_what_autocast_gives(position, norm, block):
     # The cache keeps keys in the dtype they are computed in, and stays close to a full forward.
     assert cache[0].k.dtype == torch.bfloat16
     torch.testing.assert_close(cached, full, atol=0.1, rtol=0.05)
+
+
+def test_decode_attention_leaves_out_cudnn_on_cuda_only():
+    """cuDNN's attention builds a graph per new sequence length, which a KV cache meets at every
+    token (gptcli.model.inference.decode_attention)."""
+    from gptcli.model.inference import decode_attention
+
+    assert torch.backends.cuda.cudnn_sdp_enabled()
+    with decode_attention(torch.device("cuda")):
+        assert not torch.backends.cuda.cudnn_sdp_enabled()
+        assert torch.backends.cuda.flash_sdp_enabled()
+        assert torch.backends.cuda.mem_efficient_sdp_enabled()
+        assert torch.backends.cuda.math_sdp_enabled()
+    assert torch.backends.cuda.cudnn_sdp_enabled()
+    with decode_attention(torch.device("cpu")):
+        assert torch.backends.cuda.cudnn_sdp_enabled()

@@ -169,6 +169,13 @@ def _resume_command(config, set_, device, out, tensorboard: bool, distributed: b
     return f"torchrun <the same options> -m {command}" if distributed else command
 
 
+def _timed_steps(result) -> str:
+    first = result.first_step_seconds
+    if result.steps < 2 or first is None:
+        return "training steps only"
+    return f"training steps after the first, which took {first:.1f} s with warm-up"
+
+
 def _summary(result) -> list[tuple[str, object]]:
     rows: list[tuple[str, object]] = [("steps", result.steps)]
     if result.first_eval:
@@ -192,7 +199,7 @@ def _summary(result) -> list[tuple[str, object]]:
         mfu = "unknown (no peak FLOP/s for this GPU)" if result.device.startswith("cuda") else "-"
     rows += [
         ("time", f"{result.seconds:.1f} s"),
-        ("tokens/s", f"{result.tokens_per_sec:,.0f} (training steps only)"),
+        ("tokens/s", f"{result.tokens_per_sec:,.0f} ({_timed_steps(result)})"),
         ("MFU", mfu),
         ("checkpoint", result.checkpoint or "-"),
     ]

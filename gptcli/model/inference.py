@@ -4,9 +4,12 @@ oneDNN's blocked layout. At one token per step the matmuls are bound by reading 
 so reading half the bytes, in the layout the kernel wants, is most of a step's time saved
 (benchmarks/bench_sample_nanogpt.py). The logits are the same as under autocast alone (tested)."""
 
+import contextlib
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 
 def for_inference(model: nn.Module, dtype: torch.dtype, pack: bool = False) -> None:
@@ -44,3 +47,15 @@ class LowPrecisionLinear(nn.Module):
         if self.packed is None:
             return F.linear(x, self.weight, self.bias)
         return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
+
+
+def decode_attention(device: torch.device):
+    """The attention kernels a KV cache should use on this device. On CUDA, torch prefers cuDNN's
+    attention for bf16 and fp16, which builds a graph for each new sequence length (pytorch
+    #155958): a cache meets a new length at every token. On an H200 a bf16 token took 22.1 ms
+    with cuDNN's attention allowed, 3.4 ms without (fp32: 3.2 ms; benchmarks/bench_gpu.py
+    --parts decode). Flash and memory-efficient attention need no build."""
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    backends = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+    return sdpa_kernel(backends)

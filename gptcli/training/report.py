@@ -63,7 +63,8 @@ class TrainResult:
     last_eval: EvalResult | None
     best_val_loss: float | None
     seconds: float
-    tokens_per_sec: float  # training steps only: evaluations and checkpoints are left out
+    # Training steps only, after the first (evaluations and checkpoints are left out).
+    tokens_per_sec: float
     checkpoint: Path | None
     device: str = "cpu"
     step: int = 0  # the step the run ended at
@@ -71,6 +72,7 @@ class TrainResult:
     interrupted: int | None = None  # the signal that stopped the run early, if one did
     # train.final_eval: the final checkpoint on the whole val split (tokens, loss, bits_per_byte)
     full_val: dict[str, float] | None = None
+    first_step_seconds: float | None = None  # compilation and warm-up; not in tokens_per_sec
 
 
 class Callbacks:

@@ -1,5 +1,6 @@
 import json
 import math
+import time
 
 import pytest
 import torch
@@ -168,6 +169,26 @@ def test_mfu_estimate(monkeypatch):
         assert peak_flops(torch.device("cuda"), "bf16") == peak
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device: "NVIDIA A100-SXM4-80GB")
     assert peak_flops(torch.device("cuda"), "fp32") == 19.5e12
+
+
+def test_tokens_per_sec_leaves_out_the_first_step(tmp_path, char_data, monkeypatch):
+    """The first step carries compilation and warm-up; the summary's tokens/s and MFU do not."""
+    from gptcli.training.loop import Loop
+
+    original, calls = Loop.forward_backward, []
+
+    def slow_first(self, step):
+        calls.append(step)
+        if len(calls) == 1:
+            time.sleep(1.0)
+        return original(self, step)
+
+    monkeypatch.setattr(Loop, "forward_backward", slow_first)
+    cfg = tiny_config(char_data, tmp_path / "run", train={"max_iters": 6})
+    result = train(cfg)
+    assert result.first_step_seconds >= 1.0
+    timed_seconds = 5 * cfg.train.batch_size * cfg.model.block_size / result.tokens_per_sec
+    assert timed_seconds < 0.5  # the five later steps of a tiny model, without the sleep
 
 
 def test_cli_shows_the_eta_on_a_terminal_plain_lines_elsewhere_and_the_end_table(

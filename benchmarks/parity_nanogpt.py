@@ -70,9 +70,10 @@ def main() -> None:
     betas = (tc.beta1, tc.beta2)
     nano_opt = nano.configure_optimizers(tc.weight_decay, tc.lr, betas, "cpu")
     our_opt = make_optimizer(ours, tc, torch.device("cpu"))
-    if args.adam == "foreach":
-        for group in our_opt.param_groups:
-            group["fused"], group["foreach"] = None, True
+    if args.adam == "foreach":  # torch's multi-tensor AdamW, gptcli's parameter groups
+        groups = [{"params": g["params"], "weight_decay": g["weight_decay"]}
+                  for g in our_opt.param_groups]  # fmt: skip
+        our_opt = torch.optim.AdamW(groups, lr=tc.lr, betas=betas, foreach=True)
     autocast = (
         torch.autocast("cpu", dtype=torch.bfloat16) if args.precision == "bf16" else nullcontext()
     )

@@ -173,7 +173,8 @@ def _timed_steps(result) -> str:
     first = result.first_step_seconds
     if result.steps < 2 or first is None:
         return "training steps only"
-    return f"training steps after the first, which took {first:.1f} s with warm-up"
+    took = f"{first:.1f}" if first >= 1 else f"{first:.2f}"
+    return f"training steps after the first, which took {took} s with warm-up"
 
 
 def _summary(result) -> list[tuple[str, object]]:

@@ -27,13 +27,102 @@ def make_optimizer(model: torch.nn.Module, tc: TrainConfig, device: torch.device
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": tc.weight_decay},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
+    betas = (tc.beta1, tc.beta2)
     # One fused kernel on CUDA and CPU (6% faster per step than foreach on nanoGPT's CPU
     # recipe); elsewhere one multi-tensor op per update rather than a loop over the parameters.
-    extra = {"fused": True} if device.type in ("cuda", "cpu") else {"foreach": True}
-    return torch.optim.AdamW(groups, lr=tc.lr, betas=(tc.beta1, tc.beta2), **extra)
+    if device.type == "cpu":
+        return FusedAdamW(groups, lr=tc.lr, betas=betas)
+    extra = {"fused": True} if device.type == "cuda" else {"foreach": True}
+    return torch.optim.AdamW(groups, lr=tc.lr, betas=betas, **extra)
 
 
-def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> float:
+class FusedAdamW:
+    """torch.optim.AdamW(fused=True)'s update, through the same kernel (torch._fused_adamw_),
+    without torch.optim.Optimizer, whose constructor imports torch._dynamo: 1.0 s of every
+    training process, 8% of a 300-step run of the CPU recipe. The same parameters bit for bit
+    and the same state_dict layout, so checkpoints load into either (tested). Used on CPU, where
+    that second matters; CUDA keeps torch's (its GradScaler paths)."""
+
+    def __init__(self, groups: list[dict], lr: float, betas: tuple[float, float], eps=1e-8):
+        flags = {
+            "amsgrad": False,
+            "maximize": False,
+            "foreach": None,
+            "capturable": False,
+            "differentiable": False,
+            "fused": True,
+            "decoupled_weight_decay": True,
+        }
+        self.param_groups = [
+            {"weight_decay": g["weight_decay"], "lr": lr, "betas": betas, "eps": eps, **flags,
+             "params": list(g["params"])}
+            for g in groups
+        ]  # fmt: skip
+        self.state: dict[torch.Tensor, dict[str, torch.Tensor]] = {}
+
+    @torch.no_grad()
+    def step(self) -> None:
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            states = [self.state.get(p) or self._new_state(p) for p in params]
+            steps = [s["step"] for s in states]
+            torch._foreach_add_(steps, 1)
+            beta1, beta2 = group["betas"]
+            torch._fused_adamw_(
+                params, [p.grad for p in params], [s["exp_avg"] for s in states],
+                [s["exp_avg_sq"] for s in states], [], steps, amsgrad=False, lr=group["lr"],
+                beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"], eps=group["eps"],
+                maximize=False, grad_scale=None, found_inf=None,
+            )  # fmt: skip
+
+    def _new_state(self, p: torch.Tensor) -> dict[str, torch.Tensor]:
+        self.state[p] = {
+            "step": torch.zeros((), dtype=torch.float32, device=p.device),
+            "exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
+            "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format),
+        }
+        return self.state[p]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for group in self.param_groups:
+            for p in group["params"]:
+                if set_to_none:
+                    p.grad = None
+                elif p.grad is not None:
+                    p.grad.zero_()
+
+    def _params(self) -> list[torch.Tensor]:
+        return [p for group in self.param_groups for p in group["params"]]
+
+    def state_dict(self) -> dict:
+        """torch.optim's layout: parameters numbered in group order."""
+        index = {p: i for i, p in enumerate(self._params())}
+        groups, start = [], 0
+        for group in self.param_groups:
+            count = len(group["params"])
+            groups.append({**group, "params": list(range(start, start + count))})
+            start += count
+        return {"param_groups": groups, "state": {index[p]: dict(s) for p, s in self.state.items()}}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        saved = state_dict["param_groups"]
+        if [len(g["params"]) for g in saved] != [len(g["params"]) for g in self.param_groups]:
+            raise ValueError("the optimizer state's parameter groups do not match the model's")
+        for group, old in zip(self.param_groups, saved, strict=True):
+            group.update({k: v for k, v in old.items() if k != "params"})
+        params = self._params()
+        self.state = {
+            params[i]: {
+                k: v.to(params[i].device, torch.float32 if k == "step" else params[i].dtype)
+                for k, v in s.items()
+            }
+            for i, s in state_dict["state"].items()
+        }
+
+
+def set_lr(optimizer, lr: float) -> float:
     for group in optimizer.param_groups:
         group["lr"] = lr
     return lr

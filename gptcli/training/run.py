@@ -18,7 +18,7 @@ from gptcli.training import checkpoint, distributed, resume
 from gptcli.training.batches import StepShare, micro_batches, step_share
 from gptcli.training.device import resolve_precision
 from gptcli.training.distributed import Dist
-from gptcli.training.optim import make_optimizer
+from gptcli.training.optim import FusedAdamW, make_optimizer
 from gptcli.training.report import TENSORBOARD_DIR, RunInfo
 
 
@@ -30,7 +30,7 @@ class Run:
     precision: str
     data: TokenDataset
     model: GPT  # the weights: what is saved
-    optimizer: torch.optim.Optimizer
+    optimizer: torch.optim.Optimizer | FusedAdamW
     scaler: torch.amp.GradScaler
     n_micro: int  # micro-batches per step, all processes together
     share: StepShare  # this process's part of each step

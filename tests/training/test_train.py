@@ -154,7 +154,7 @@ def test_tokens_per_step_sets_the_accumulation(tmp_path, char_data):
 
 def test_optimizer_is_fused_on_cpu_and_foreach_elsewhere():
     model = GPT(ModelConfig(n_layer=1, n_head=1, n_embd=8), 11)
-    assert make_optimizer(model, TrainConfig(), torch.device("cpu")).defaults["fused"]
+    assert make_optimizer(model, TrainConfig(), torch.device("cpu")).param_groups[0]["fused"]
     assert make_optimizer(model, TrainConfig(), torch.device("meta")).defaults["foreach"]
 
 

@@ -161,8 +161,12 @@ class RotaryPositions(PositionScheme):
     def _build(self, n_pos: int) -> None:
         angle = torch.arange(n_pos, dtype=torch.float32, device=self.inv_freq.device)[:, None]
         angle = angle * self.inv_freq[None, :]
-        self.register_buffer("cos", torch.cos(angle), persistent=False)
-        self.register_buffer("sin", torch.sin(angle), persistent=False)
+        cos, sin = torch.cos(angle), torch.sin(angle)
+        # Over the whole head, so that a rotation is two products and a sum: x * cos +
+        # swap(x) * sin, where swap(x) = (x2, x1). The same numbers as the pairwise form
+        # (x1 cos - x2 sin, x2 cos + x1 sin): negating is exact and a sum's order is not.
+        self.register_buffer("cos", torch.cat([cos, cos], dim=-1), persistent=False)
+        self.register_buffer("sin", torch.cat([-sin, sin], dim=-1), persistent=False)
 
     def rotate(self, q: torch.Tensor, k: torch.Tensor, start: int):
         end = start + q.shape[-2]
@@ -175,7 +179,7 @@ class RotaryPositions(PositionScheme):
 
 def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+    return x * cos + torch.cat([x2, x1], dim=-1) * sin
 
 
 def alibi_slopes(n_head: int) -> torch.Tensor:

@@ -128,6 +128,36 @@ def test_cpu_bf16_attention_runs_in_fp32(bias):
         assert torch.equal(a.grad, b.grad.bfloat16())
 
 
+@pytest.mark.parametrize("kv_heads", [4, 2])
+@pytest.mark.parametrize("bias_dims", [3, 4])
+def test_attention_with_a_learned_bias_matches_torch_and_gives_the_bias_its_gradient(
+    kv_heads, bias_dims
+):
+    # A bias that needs its gradient (relative positions) is attended by gptcli's written-out
+    # attention on CPU, not torch's math path; a constant 3-D one (ALiBi) goes to torch as 4-D.
+    from gptcli.model.attention import _attend
+
+    torch.manual_seed(0)
+    q = torch.randn(2, 4, 8, 6, dtype=torch.float64, requires_grad=True)
+    k, v = (torch.randn(2, kv_heads, 8, 6, dtype=torch.float64, requires_grad=True)
+            for _ in range(2))  # fmt: skip
+    causal = ~torch.ones(8, 8, dtype=torch.bool).tril()
+    shape = (4, 8, 8) if bias_dims == 3 else (1, 4, 8, 8)
+    for learned in (True, False):
+        bias = torch.randn(shape, dtype=torch.float64).masked_fill(causal, -math.inf)
+        bias.requires_grad_(learned)
+        y = _attend(q, k, v, bias, 0.0)
+        group = 4 // kv_heads
+        kk, vv = k.repeat_interleave(group, 1), v.repeat_interleave(group, 1)
+        ref = F.scaled_dot_product_attention(q, kk, vv, attn_mask=bias)
+        torch.testing.assert_close(y, ref)
+        if learned:
+            grads = torch.autograd.grad(y.sum(), (q, k, v, bias))
+            ref_grads = torch.autograd.grad(ref.sum(), (q, k, v, bias))
+            for a, b in zip(grads, ref_grads, strict=True):
+                torch.testing.assert_close(a, b)
+
+
 @pytest.mark.parametrize("position", ["learned", "sincos", "rope", "alibi", "relative", "none"])
 def test_a_model_built_to_load_gives_the_loaded_weights_logits(position):
     # Built without nn.init's fills, then loaded: the same logits as the model it came from,

@@ -1,4 +1,4 @@
-"""FusedAdamW: torch.optim.AdamW(fused=True)'s updates and state, without importing torch._dynamo."""
+"""FusedAdamW: torch.optim.AdamW(fused=True)'s updates and state, without torch._dynamo."""
 
 import copy
 import io

@@ -7,7 +7,11 @@ timed in interleaved rounds and each reports its median step time, so a noisy ma
 of them alike; read the ratios, not the absolute numbers.
 
     .venv/bin/python benchmarks/bench_variants.py [--rounds 5] [--steps 20] [--device cpu]
+        [--precision fp32|bf16] [--threads N] [--norms layernorm,...]
     .venv/bin/python benchmarks/bench_variants.py --blocks
+
+--precision bf16 steps under bf16 autocast (the CPU recipe's `auto` on a CPU with native bf16);
+--threads 1 is what each run of a sweep with --jobs 2 gets on 2 cores.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from gptcli.config import ModelConfig
 from gptcli.model import GPT
 from gptcli.model.norms import NORMS
 from gptcli.model.positions import POSITIONS
+from gptcli.training.device import autocast
 
 # The attention and MLP choices, each on RoPE + RMSNorm (the Llama block's other parts); the
 # gated MLPs at the standard MLP's parameter count (hidden width 2/3, rounded).
@@ -38,10 +43,11 @@ BLOCKS = {
 }
 
 
-def step_time(model, opt, x, y, steps: int) -> float:
+def step_time(model, opt, x, y, steps: int, precision: str = "fp32") -> float:
     start = time.perf_counter()
     for _ in range(steps):
-        _, loss = model(x, y)
+        with autocast(x.device, precision):
+            _, loss = model(x, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -62,7 +68,12 @@ def main() -> None:
     ap.add_argument("--vocab", type=int, default=65)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--blocks", action="store_true", help="attention and MLP choices")
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    ap.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    ap.add_argument("--norms", help="comma-separated norms to keep (default: all)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     device = torch.device(args.device)
     g = torch.Generator().manual_seed(0)
@@ -72,8 +83,9 @@ def main() -> None:
         variants = {name: {"position": "rope", **keys} for name, keys in BLOCKS.items()}
         base_name = "standard"
     else:
+        norms = args.norms.split(",") if args.norms else NORMS.names()
         variants = {f"{p} {n}": {"position": p, "norm": n}
-                    for p, n in itertools.product(POSITIONS.names(), NORMS.names())}  # fmt: skip
+                    for p, n in itertools.product(POSITIONS.names(), norms)}  # fmt: skip
         base_name = "learned layernorm"
     runs = {}
     for name, keys in variants.items():
@@ -86,17 +98,18 @@ def main() -> None:
             warnings.simplefilter("ignore")
             model = GPT(cfg, args.vocab).to(device).train()
         opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-        step_time(model, opt, x, y, 3)  # warm-up
+        step_time(model, opt, x, y, 3, args.precision)  # warm-up
         runs[name] = (model, opt, [])
     for _ in range(args.rounds):
         for model, opt, times in runs.values():
-            times.append(step_time(model, opt, x, y, args.steps))
+            times.append(step_time(model, opt, x, y, args.steps, args.precision))
 
     tokens = args.batch * args.block
     base = statistics.median(runs[base_name][2])
     print(
         f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}; "
-        f"{args.n_layer} layers x {args.n_embd} wide, block {args.block}, batch {args.batch}; "
+        f"{args.n_layer} layers x {args.n_embd} wide, block {args.block}, batch {args.batch}, "
+        f"{args.precision}; "
         f"median of {args.rounds} rounds x {args.steps} steps"
     )
     print(f"{'variant':<22} {'params':>9} {'ms/step':>8} {'tokens/s':>10} {'step / base':>12}")

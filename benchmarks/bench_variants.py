@@ -56,6 +56,16 @@ def step_time(model, opt, x, y, steps: int, precision: str = "fp32") -> float:
     return (time.perf_counter() - start) / steps
 
 
+def chosen_variants(args) -> tuple[dict[str, dict], str]:
+    """The variants' config keys by name, and the name of the one the others are timed against."""
+    if args.blocks:
+        return {name: {"position": "rope", **keys} for name, keys in BLOCKS.items()}, "standard"
+    norms = args.norms.split(",") if args.norms else NORMS.names()
+    variants = {f"{p} {n}": {"position": p, "norm": n}
+                for p, n in itertools.product(POSITIONS.names(), norms)}  # fmt: skip
+    return variants, f"learned {'layernorm' if 'layernorm' in norms else norms[0]}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=5)
@@ -79,14 +89,7 @@ def main() -> None:
     g = torch.Generator().manual_seed(0)
     x = torch.randint(args.vocab, (args.batch, args.block), generator=g).to(device)
     y = torch.randint(args.vocab, (args.batch, args.block), generator=g).to(device)
-    if args.blocks:
-        variants = {name: {"position": "rope", **keys} for name, keys in BLOCKS.items()}
-        base_name = "standard"
-    else:
-        norms = args.norms.split(",") if args.norms else NORMS.names()
-        variants = {f"{p} {n}": {"position": p, "norm": n}
-                    for p, n in itertools.product(POSITIONS.names(), norms)}  # fmt: skip
-        base_name = "learned layernorm"
+    variants, base_name = chosen_variants(args)
     runs = {}
     for name, keys in variants.items():
         cfg = ModelConfig(

@@ -132,7 +132,7 @@ class Loop:
         self.last_eval: EvalResult | None = None
         self.saved, self.saved_step = None, -1
         # The first step of an invocation carries torch.compile's compilation and the device's
-        # warm-up (28 s of a 60-step GPT-2-sized run on an H200): timed apart, so that tokens/s
+        # warm-up (20 s of a 60-step GPT-2-sized run on an H200): timed apart, so that tokens/s
         # and MFU say what the steps run at.
         self.first_step_seconds: float | None = None
         self.train_seconds = 0.0  # the steps after the first

@@ -65,6 +65,15 @@ def import_seconds() -> float:
     return time.perf_counter() - start
 
 
+def dynamo_import_seconds() -> float:
+    """What importing torch._dynamo adds to a process that has torch: every torch.optim optimizer
+    pays it when built; gptcli's CPU AdamW (training/optim.py) does not."""
+    code = ("import time, torch; t = time.perf_counter(); import torch._dynamo; "
+            "print(time.perf_counter() - t)")  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    return float(done.stdout)
+
+
 def profile(iters: int, precision: str, out: Path) -> tuple[Phases, float, int]:
     import torch
 
@@ -112,6 +121,8 @@ def main() -> None:
     whole = startup + wall
     print(f"\n{iters} iterations, precision {args.precision}: whole process about {whole:.1f} s "
           f"({wall:.1f} s after start-up)")  # fmt: skip
+    dynamo = dynamo_import_seconds()
+    print(f"not paid: importing torch._dynamo, {dynamo:.2f} s (what torch.optim costs)")
     print(f"{'phase':44} {'s':>7} {'ms/step':>8} {'share':>6} {'calls':>6}")
     for name, seconds, calls in sorted(rows, key=lambda r: -r[1]):
         print(f"{name:44} {seconds:7.2f} {1000 * seconds / iters:8.2f} "

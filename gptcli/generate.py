@@ -102,16 +102,15 @@ def generate(
             if window and n - start > block:
                 start = n - keep
                 cache, cached = None, start
-            if not use_cache:
-                with autocast_ctx(), decode_attention(idx.device):
-                    logits, _ = model(idx[:, start:])
-            else:
-                if cache is None:
-                    capacity = block if window else n + max_new_tokens - step
-                    cache = model.new_cache(idx.shape[0], capacity)
-                with autocast_ctx(), decode_attention(idx.device):
+            if use_cache and cache is None:
+                capacity = block if window else n + max_new_tokens - step
+                cache = model.new_cache(idx.shape[0], capacity)
+            with autocast_ctx(), decode_attention(idx.device):
+                if use_cache:
                     logits, _ = model(idx[:, cached:], cache=cache)
-                cached = n
+                else:
+                    logits, _ = model(idx[:, start:])
+            cached = n
             next_id = sample_next(logits[:, -1, :], temperature, top_k, top_p, generator)
             idx = torch.cat([idx, next_id], dim=1)
             yield next_id[:, 0]

@@ -230,8 +230,9 @@ def test_bf16_sampling_weights_give_what_autocast_gives(position, norm, block):
     full, cached, cache = steps_of(model, idx)
     full_cast, cached_cast, _ = steps_of(cast, idx)
     assert torch.equal(full_cast, full) and torch.equal(cached_cast, cached)
-    # The cache keeps keys in the dtype they are computed in, and stays close to a full forward.
-    assert cache[0].k.dtype == torch.bfloat16
+    # The cache keeps keys in the dtype attention computes in (fp32 on a CPU: no cast of the
+    # whole cache at every token), and stays close to a full forward.
+    assert cache[0].k.dtype == torch.float32
     torch.testing.assert_close(cached, full, atol=0.1, rtol=0.05)
 
 

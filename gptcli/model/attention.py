@@ -13,8 +13,10 @@ from gptcli.registry import Registry
 
 class LayerKV:
     """One layer's cached keys and values, preallocated for `capacity` positions on the first
-    append, in the dtype the keys come in (bf16 under bf16 autocast: half the bytes that every
-    new token reads back)."""
+    append, in the dtype attention computes in (attention_dtype): bf16 on a GPU under bf16
+    autocast, half the bytes that every new token reads back; fp32 on a CPU, where attention
+    runs in fp32 and a bf16 cache would be cast whole at every token (9 MB written and read
+    again per token at 1000 positions of the sampling benchmark's model)."""
 
     def __init__(self, shape: tuple[int, int, int, int], device):
         self.shape, self.device = shape, device  # (B, H, capacity, D)
@@ -27,8 +29,9 @@ class LayerKV:
         if end > self.shape[2]:
             raise ValueError(f"KV cache full: {end} positions > capacity {self.shape[2]}")
         if self.k is None:
-            self.k = torch.empty(self.shape, device=self.device, dtype=k.dtype)
-            self.v = torch.empty(self.shape, device=self.device, dtype=v.dtype)
+            dtype = attention_dtype(k)
+            self.k = torch.empty(self.shape, device=self.device, dtype=dtype)
+            self.v = torch.empty(self.shape, device=self.device, dtype=dtype)
         self.k[:, :, self.length : end] = k
         self.v[:, :, self.length : end] = v
         self.length = end
@@ -73,13 +76,20 @@ class ScoreBias:
         return torch.cat(blocks, dim=2)
 
 
+def attention_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype attention computes in for queries, keys and values like x. torch's CPU
+    attention kernels are about 3x slower in bf16 than in fp32 at training sizes
+    (benchmarks/bench_attention.py), which cost a bf16 step more than its matmuls save, and
+    slower again for one query over a long cache: on CPU, fp32."""
+    return torch.float32 if x.device.type == "cpu" else x.dtype
+
+
 def _sdpa(q, k, v, bias: torch.Tensor | None, dropout: float) -> torch.Tensor:
-    # torch's CPU attention kernels are about 3x slower in bf16 than in fp32 at training sizes
-    # (benchmarks/bench_attention.py), which cost a bf16 step more than its matmuls save: on CPU
-    # attend in fp32, out of autocast (which would cast back to bf16), and hand the dtype back.
-    if q.device.type == "cpu" and q.dtype != torch.float32:
-        with torch.autocast("cpu", enabled=False):
-            return _attend(q.float(), k.float(), v.float(), bias, dropout).to(q.dtype)
+    # Out of autocast, which would cast back to bf16; the caller gets q's dtype back.
+    dtype = attention_dtype(q)
+    if dtype != q.dtype or dtype != k.dtype:
+        with torch.autocast(q.device.type, enabled=False):
+            return _attend(q.to(dtype), k.to(dtype), v.to(dtype), bias, dropout).to(q.dtype)
     return _attend(q, k, v, bias, dropout)
 
 
@@ -174,10 +184,12 @@ class CausalSelfAttention(nn.Module):
         and position-encoded (rotated at their absolute positions, so cached keys never
         change)."""
         B, T, _ = x.shape
-        q, k, v = self.c_attn(x).split(self.split, dim=2)
+        q, k, v = self.c_attn(x).split_with_sizes(self.split, dim=2)
         q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
-        k, v = (t.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2) for t in (k, v))
-        return *positions.rotate(self.q_norm(q), self.k_norm(k), start), v
+        k = k.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
+        v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
+        q, k = positions.rotate(self.q_norm(q), self.k_norm(k), start)
+        return q, k, v
 
     def forward(
         self,
@@ -195,4 +207,5 @@ class CausalSelfAttention(nn.Module):
             k, v = kv.append(k, v)
         y = bias.attend(q, k, v, self.dropout if self.training else 0.0)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
-        return self.resid_dropout(self.c_proj(y))
+        y = self.c_proj(y)
+        return self.resid_dropout(y) if self.training else y

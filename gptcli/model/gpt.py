@@ -130,7 +130,9 @@ class GPT(nn.Module):
                 f"'{self.cfg.position}' positions have no encoding past the training length; "
                 "crop the input to block_size tokens"
             )
-        x = self.drop(self.positions.embed(self.wte(idx), start))
+        x = self.positions.embed(self.wte(idx), start)
+        # Dropout is the identity in eval mode: not calling it saves a sampling step 13 calls.
+        x = self.drop(x) if self.training else x
         bias = ScoreBias(self.positions, T, start, idx.device, self.query_chunk)
         for i, block in enumerate(self.blocks):
             x = block(x, self.positions, start, bias, cache[i] if cache else None)

@@ -68,7 +68,8 @@ class MLP(nn.Module):
         return 2 * dim * hidden + (hidden + dim) * int(bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.c_proj(self.act(self.c_fc(x))))
+        y = self.c_proj(self.act(self.c_fc(x)))
+        return self.dropout(y) if self.training else y
 
 
 class GatedMLP(nn.Module):
@@ -93,7 +94,8 @@ class GatedMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate, up = self.c_fc(x).chunk(2, dim=-1)
-        return self.dropout(self.c_proj(self.act(gate) * up))
+        y = self.c_proj(self.act(gate) * up)
+        return self.dropout(y) if self.training else y
 
 
 @MLPS.register("swiglu")

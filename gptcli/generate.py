@@ -30,6 +30,7 @@ from gptcli.data.tokenizers import Tokenizer
 from gptcli.errors import GptcliError
 from gptcli.evaluate import score_tokens, scored_bytes
 from gptcli.model import GPT
+from gptcli.model.decode import forward_cached
 from gptcli.model.inference import decode_attention, for_inference
 from gptcli.training import checkpoint
 from gptcli.training.checkpoint import load_model
@@ -107,7 +108,7 @@ def generate(
                 cache = model.new_cache(idx.shape[0], capacity)
             with autocast_ctx(), decode_attention(idx.device):
                 if use_cache:
-                    logits, _ = model(idx[:, cached:], cache=cache)
+                    logits = forward_cached(model, idx[:, cached:], cache)
                 else:
                     logits, _ = model(idx[:, start:])
             cached = n

@@ -85,11 +85,11 @@ def attention_dtype(x: torch.Tensor) -> torch.dtype:
 
 
 def _sdpa(q, k, v, bias: torch.Tensor | None, dropout: float) -> torch.Tensor:
-    # Out of autocast, which would cast back to bf16; the caller gets q's dtype back.
-    dtype = attention_dtype(q)
-    if dtype != q.dtype or dtype != k.dtype:
-        with torch.autocast(q.device.type, enabled=False):
-            return _attend(q.to(dtype), k.to(dtype), v.to(dtype), bias, dropout).to(q.dtype)
+    # On CPU in fp32 (attention_dtype), out of autocast, which would cast back to bf16; the
+    # caller gets q's dtype back.
+    if q.device.type == "cpu" and not q.dtype == k.dtype == torch.float32:
+        with torch.autocast("cpu", enabled=False):
+            return _attend(q.float(), k.float(), v.float(), bias, dropout).to(q.dtype)
     return _attend(q, k, v, bias, dropout)
 
 
@@ -167,6 +167,7 @@ class CausalSelfAttention(nn.Module):
         self.c_attn = nn.Linear(cfg.n_embd, sum(self.split), bias=cfg.bias)
         self.q_norm = QK_NORMS[cfg.qk_norm](self.head_dim)
         self.k_norm = QK_NORMS[cfg.qk_norm](self.head_dim)
+        self.qk_normed = cfg.qk_norm != "none"  # else no calls: a sampling step has 2 a layer
         self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
         self.dropout = cfg.dropout
         self.resid_dropout = nn.Dropout(cfg.dropout)
@@ -183,12 +184,18 @@ class CausalSelfAttention(nn.Module):
         """x: (B, T, C) -> q (B, H, T, D) and k, v (B, H_kv, T, D), q and k normed per head
         and position-encoded (rotated at their absolute positions, so cached keys never
         change)."""
-        B, T, _ = x.shape
-        q, k, v = self.c_attn(x).split_with_sizes(self.split, dim=2)
+        return self.heads(self.c_attn(x), positions, start)
+
+    def heads(self, qkv: torch.Tensor, positions: PositionScheme, start: int):
+        """c_attn's output (B, T, C + 2 * H_kv * D) -> q, k, v as qkv() returns them."""
+        B, T, _ = qkv.shape
+        q, k, v = qkv.split_with_sizes(self.split, dim=2)
         q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
         k = k.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
         v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
-        q, k = positions.rotate(self.q_norm(q), self.k_norm(k), start)
+        if self.qk_normed:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = positions.rotate(q, k, start)
         return q, k, v
 
     def forward(
@@ -201,11 +208,14 @@ class CausalSelfAttention(nn.Module):
     ) -> torch.Tensor:
         """x: (B, T, C) at positions start..start+T-1, attending to everything before them that
         kv holds, with the forward pass's score bias."""
-        B, T, C = x.shape
         q, k, v = self.qkv(x, positions, start)
         if kv is not None:
             k, v = kv.append(k, v)
-        y = bias.attend(q, k, v, self.dropout if self.training else 0.0)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)
-        y = self.c_proj(y)
+        y = self.c_proj(merge_heads(bias.attend(q, k, v, self.dropout if self.training else 0.0)))
         return self.resid_dropout(y) if self.training else y
+
+
+def merge_heads(y: torch.Tensor) -> torch.Tensor:
+    """(B, H, T, D) -> (B, T, H * D)."""
+    B, H, T, D = y.shape
+    return y.transpose(1, 2).contiguous().view(B, T, H * D)

@@ -110,6 +110,16 @@ class GPT(nn.Module):
         shape = (batch_size, cfg.kv_heads, capacity, cfg.n_embd // cfg.n_head)
         return [LayerKV(shape, self.wte.weight.device) for _ in range(cfg.n_layer)]
 
+    def check_length(self, end: int) -> None:
+        """Refuse a sequence reaching position `end` that the position scheme cannot encode."""
+        max_len = self.positions.max_len
+        if max_len is not None and end > max_len:
+            raise ValueError(
+                f"a sequence reaching position {end} is longer than block_size={max_len}: "
+                f"'{self.cfg.position}' positions have no encoding past the training length; "
+                "crop the input to block_size tokens"
+            )
+
     def forward(
         self,
         idx: torch.Tensor,
@@ -123,13 +133,7 @@ class GPT(nn.Module):
         """
         T = idx.shape[1]
         start = cache[0].length if cache else 0
-        max_len = self.positions.max_len
-        if max_len is not None and start + T > max_len:
-            raise ValueError(
-                f"a sequence reaching position {start + T} is longer than block_size={max_len}: "
-                f"'{self.cfg.position}' positions have no encoding past the training length; "
-                "crop the input to block_size tokens"
-            )
+        self.check_length(start + T)
         x = self.positions.embed(self.wte(idx), start)
         # Dropout is the identity in eval mode: not calling it saves a sampling step 13 calls.
         x = self.drop(x) if self.training else x

@@ -1,0 +1,56 @@
+"""GPT.forward for sampling, flat: the logits of the tokens after a KV cache, in eval mode,
+without nn.Module's call machinery (its hooks, which sampling never sets) and a training
+forward's dropout.
+
+At one new token a step, a small model's step is mostly Python around small ops, and each of
+those costs more than it would alone: every step streams all the weights through the caches,
+evicting what the interpreter had there. On the sampling benchmark's model (6 x 384, CPU, bf16)
+the Python of the module calls and of attention's helpers was about a tenth of a token's time
+(benchmarks/bench_decode.py). Each part still runs its own forward (norms, MLPs, QK norms,
+linears, the position scheme's embed, rotate and score bias), so every variant is served; what
+is written out again is the wiring: pre- and post-norm blocks and attention around its cache.
+The tests hold this equal to GPT.forward, bit for bit, for every variant. A placement not wired
+here (or a model in training mode) runs through GPT.forward.
+"""
+
+import torch
+
+from gptcli.model.attention import CausalSelfAttention, LayerKV, ScoreBias, merge_heads
+from gptcli.model.gpt import GPT
+from gptcli.model.positions import PositionScheme
+
+WIRED = ("pre", "post")
+
+
+def forward_cached(model: GPT, idx: torch.Tensor, cache: list[LayerKV]) -> torch.Tensor:
+    """GPT.forward(idx, cache=cache)[0]: the logits (B, T, vocab) of the tokens idx (B, T)
+    after those the cache holds, which the call extends."""
+    placement = model.cfg.norm_placement
+    if model.training or placement not in WIRED:
+        return model(idx, cache=cache)[0]
+    start, T = cache[0].length, idx.shape[1]
+    model.check_length(start + T)
+    positions = model.positions
+    x = positions.embed(model.wte.forward(idx), start)
+    bias = ScoreBias(positions, T, start, idx.device, model.query_chunk)
+    for block, kv in zip(model.blocks, cache, strict=True):
+        if placement == "pre":
+            x = x + _attention(block.attn, block.ln_1.forward(x), positions, start, bias, kv)
+            x = x + block.mlp.forward(block.ln_2.forward(x))
+        else:
+            x = block.ln_1.forward(x + _attention(block.attn, x, positions, start, bias, kv))
+            x = block.ln_2.forward(x + block.mlp.forward(x))
+    return model.lm_head.forward(model.ln_f.forward(x))
+
+
+def _attention(
+    attn: CausalSelfAttention,
+    x: torch.Tensor,
+    positions: PositionScheme,
+    start: int,
+    bias: ScoreBias,
+    kv: LayerKV,
+) -> torch.Tensor:
+    q, k, v = attn.heads(attn.c_attn.forward(x), positions, start)
+    k, v = kv.append(k, v)
+    return attn.c_proj.forward(merge_heads(bias.attend(q, k, v, 0.0)))

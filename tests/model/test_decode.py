@@ -1,0 +1,60 @@
+"""gptcli.model.decode.forward_cached: the flat forward that sampling runs over a KV cache gives
+GPT.forward's logits bit for bit, for every variant, in fp32 and in bf16 sampling."""
+
+import copy
+
+import pytest
+import torch
+
+from gptcli.model.decode import forward_cached
+from gptcli.model.inference import for_inference
+from gptcli.training.device import cpu_has_native_bf16
+
+from ..conftest import BLOCKS
+from ..test_generate import VARIANTS, variant
+
+
+def both_paths(model, idx, step):
+    """The same tokens through the cache both ways: a prefill of 5, single steps, a chunk."""
+    cuts = [0, 5, 6, 7, 8, 9, idx.shape[1]]
+    caches = model.new_cache(idx.shape[0], 12), model.new_cache(idx.shape[0], 12)
+    general, flat = [], []
+    with torch.no_grad(), step():
+        for a, b in zip(cuts, cuts[1:], strict=False):
+            general.append(model(idx[:, a:b], cache=caches[0])[0])
+            flat.append(forward_cached(model, idx[:, a:b], caches[1]))
+    return torch.cat(general, dim=1), torch.cat(flat, dim=1)
+
+
+@pytest.mark.parametrize("block", BLOCKS)
+@pytest.mark.parametrize("placement", ["pre", "post"])
+@pytest.mark.parametrize(("position", "norm"), VARIANTS, ids=["-".join(v) for v in VARIANTS])
+def test_flat_forward_equals_the_general_one(position, norm, placement, block):
+    model = variant(position, norm, placement, block)
+    idx = torch.randint(30, (2, 12), generator=torch.Generator().manual_seed(3))
+    general, flat = both_paths(model, idx, torch.no_grad)
+    assert torch.equal(flat, general)
+    # ... and in bf16 sampling: cast (and, where sampling packs, packed) weights under autocast
+    cast = copy.deepcopy(model)
+    for_inference(cast, torch.bfloat16, pack=cpu_has_native_bf16())
+    general, flat = both_paths(cast, idx, lambda: torch.autocast("cpu", dtype=torch.bfloat16))
+    assert flat.dtype == torch.bfloat16 and torch.equal(flat, general)
+
+
+def test_a_placement_it_does_not_wire_runs_the_general_forward(monkeypatch):
+    model = variant("rope", "rmsnorm", "post")
+    monkeypatch.setattr("gptcli.model.decode.WIRED", ("pre",))
+    calls = []
+    model.register_forward_pre_hook(lambda *_: calls.append(1))
+    idx = torch.randint(30, (1, 4))
+    with torch.no_grad():
+        logits = forward_cached(model, idx, model.new_cache(1, 12))
+        expected, _ = model(idx, cache=model.new_cache(1, 12))
+    assert len(calls) == 2 and torch.equal(logits, expected)
+
+
+def test_it_refuses_positions_past_what_the_scheme_encodes():
+    model = variant("learned", "layernorm")
+    cache = model.new_cache(1, 20)
+    with torch.no_grad(), pytest.raises(ValueError, match="block_size=12"):
+        forward_cached(model, torch.zeros(1, 13, dtype=torch.long), cache)

@@ -1,6 +1,7 @@
 """Where a sample's time goes, in one process: a token's step with fp32 weights, with bf16
 weights cast once (model/inference.py, unpacked) and cast and packed for oneDNN (what
-`gptcli sample` does on a CPU with native bf16), alternated; building a model to load
+`gptcli sample` does on a CPU with native bf16), alternated; the packed model's step through
+model/decode.forward_cached (what generate runs) against GPT.forward; building a model to load
 (GPT.to_load) against building it with its random init; and the interpreter's teardown after
 torch, which `sample` and `eval` skip.
 
@@ -13,6 +14,7 @@ randomly initialised; every variant generates the same number of tokens from a 1
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import statistics
 import subprocess
@@ -21,6 +23,7 @@ import time
 
 import torch
 
+import gptcli.generate
 from gptcli.config import ModelConfig
 from gptcli.generate import generate
 from gptcli.model import GPT
@@ -37,6 +40,17 @@ def ms_per_token(model, precision: str, tokens: int) -> float:
     start = time.perf_counter()
     list(generate(model, idx, tokens, temperature=0.8, autocast_ctx=ctx))
     return (time.perf_counter() - start) / tokens * 1e3
+
+
+@contextlib.contextmanager
+def general_forward():
+    """generate() stepping through GPT.forward instead of the flat forward_cached."""
+    flat = gptcli.generate.forward_cached
+    gptcli.generate.forward_cached = lambda model, idx, cache: model(idx, cache=cache)[0]
+    try:
+        yield
+    finally:
+        gptcli.generate.forward_cached = flat
 
 
 def seconds(fn, n: int = 5) -> float:
@@ -71,6 +85,12 @@ def main() -> None:
         c = ms_per_token(packed, "bf16", args.tokens)
         print(f"  {a:6.2f} | {b:6.2f} | {c:6.2f}   fp32/packed {a / c:.2f}x, cast/packed "
               f"{b / c:.2f}x")  # fmt: skip
+    print("the packed model's ms per token: GPT.forward | forward_cached")
+    for _ in range(args.rounds):
+        with general_forward():
+            a = ms_per_token(packed, "bf16", args.tokens)
+        b = ms_per_token(packed, "bf16", args.tokens)
+        print(f"  {a:6.2f} | {b:6.2f}   {a / b:.2f}x")
     built = seconds(lambda: GPT(CFG, 65))
     to_load = seconds(lambda: GPT.to_load(CFG, 65))
     print(f"building the model: with its init {built:.3f} s, GPT.to_load {to_load:.3f} s")

@@ -15,8 +15,8 @@ class LayerKV:
     """One layer's cached keys and values, preallocated for `capacity` positions on the first
     append, in the dtype attention computes in (attention_dtype): bf16 on a GPU under bf16
     autocast, half the bytes that every new token reads back; fp32 on a CPU, where attention
-    runs in fp32 and a bf16 cache would be cast whole at every token (9 MB written and read
-    again per token at 1000 positions of the sampling benchmark's model)."""
+    runs in fp32 and a bf16 cache would be cast whole at every token (18 MB written and read
+    back per token at 1000 positions of the sampling benchmark's model)."""
 
     def __init__(self, shape: tuple[int, int, int, int], device):
         self.shape, self.device = shape, device  # (B, H, capacity, D)

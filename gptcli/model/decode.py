@@ -10,9 +10,8 @@ than GPT.forward; this general one measured from no difference to 1.10x faster (
 and nanoGPT", together with the fp32 CPU cache). Each part still runs its own forward (norms,
 MLPs, QK norms, linears, the position scheme's embed, rotate and score bias), so every variant
 is served; what is written out again is the wiring: pre- and post-norm blocks and attention
-around its cache.
-The tests hold this equal to GPT.forward, bit for bit, for every variant. A placement not wired
-here (or a model in training mode) runs through GPT.forward.
+around its cache. The tests hold this equal to GPT.forward, bit for bit, for every variant. A
+placement not wired here (or a model in training mode) runs through GPT.forward.
 """
 
 import torch

@@ -116,9 +116,16 @@ def test_cached_logits_equal_a_full_forward(position, norm, block):
     torch.testing.assert_close(torch.cat(parts, dim=1), full, atol=1e-3, rtol=1e-3)
 
 
-@pytest.mark.parametrize("block", BLOCKS)
-@pytest.mark.parametrize("placement", ["pre", "post"])
-@pytest.mark.parametrize(("position", "norm"), VARIANTS, ids=["-".join(v) for v in VARIANTS])
+def every_variant(test):
+    """Parametrize a test over every position x norm x placement x block."""
+    test = pytest.mark.parametrize(
+        ("position", "norm"), VARIANTS, ids=["-".join(v) for v in VARIANTS]
+    )(test)
+    test = pytest.mark.parametrize("placement", ["pre", "post"])(test)
+    return pytest.mark.parametrize("block", BLOCKS)(test)
+
+
+@every_variant
 def test_cached_greedy_equals_uncached_within_and_past_the_window(position, norm, placement, block):
     model = variant(position, norm, placement, block)
     idx = torch.randint(30, (2, 4), generator=torch.Generator().manual_seed(4))

@@ -10,8 +10,7 @@ from gptcli.model.decode import forward_cached
 from gptcli.model.inference import for_inference
 from gptcli.training.device import cpu_has_native_bf16
 
-from ..conftest import BLOCKS
-from ..test_generate import VARIANTS, variant
+from ..test_generate import every_variant, variant
 
 
 def both_paths(model, idx, step):
@@ -26,9 +25,7 @@ def both_paths(model, idx, step):
     return torch.cat(general, dim=1), torch.cat(flat, dim=1)
 
 
-@pytest.mark.parametrize("block", BLOCKS)
-@pytest.mark.parametrize("placement", ["pre", "post"])
-@pytest.mark.parametrize(("position", "norm"), VARIANTS, ids=["-".join(v) for v in VARIANTS])
+@every_variant
 def test_flat_forward_equals_the_general_one(position, norm, placement, block):
     model = variant(position, norm, placement, block)
     idx = torch.randint(30, (2, 12), generator=torch.Generator().manual_seed(3))

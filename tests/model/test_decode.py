@@ -50,6 +50,15 @@ def test_a_placement_it_does_not_wire_runs_the_general_forward(monkeypatch):
     assert len(calls) == 2 and torch.equal(logits, expected)
 
 
+def test_a_model_in_training_mode_runs_the_general_forward():
+    model = variant("alibi", "layernorm").train()
+    calls = []
+    model.register_forward_pre_hook(lambda *_: calls.append(1))
+    with torch.no_grad():
+        forward_cached(model, torch.randint(30, (1, 4)), model.new_cache(1, 12))
+    assert calls == [1]
+
+
 def test_it_refuses_positions_past_what_the_scheme_encodes():
     model = variant("learned", "layernorm")
     cache = model.new_cache(1, 20)

@@ -85,12 +85,12 @@ def attention_dtype(x: torch.Tensor) -> torch.dtype:
 
 
 def _sdpa(q, k, v, bias: torch.Tensor | None, dropout: float) -> torch.Tensor:
-    # On CPU in fp32 (attention_dtype), out of autocast, which would cast back to bf16; the
-    # caller gets q's dtype back.
-    if q.device.type == "cpu" and not q.dtype == k.dtype == torch.float32:
-        with torch.autocast("cpu", enabled=False):
-            return _attend(q.float(), k.float(), v.float(), bias, dropout).to(q.dtype)
-    return _attend(q, k, v, bias, dropout)
+    dtype = attention_dtype(q)
+    if q.dtype == k.dtype == dtype:
+        return _attend(q, k, v, bias, dropout)
+    # Out of autocast, which would cast back to bf16; the caller gets q's dtype back.
+    with torch.autocast(q.device.type, enabled=False):
+        return _attend(q.to(dtype), k.to(dtype), v.to(dtype), bias, dropout).to(q.dtype)
 
 
 def _attend(q, k, v, bias: torch.Tensor | None, dropout: float) -> torch.Tensor:
@@ -167,7 +167,6 @@ class CausalSelfAttention(nn.Module):
         self.c_attn = nn.Linear(cfg.n_embd, sum(self.split), bias=cfg.bias)
         self.q_norm = QK_NORMS[cfg.qk_norm](self.head_dim)
         self.k_norm = QK_NORMS[cfg.qk_norm](self.head_dim)
-        self.qk_normed = cfg.qk_norm != "none"  # else no calls: a sampling step has 2 a layer
         self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
         self.dropout = cfg.dropout
         self.resid_dropout = nn.Dropout(cfg.dropout)
@@ -193,9 +192,7 @@ class CausalSelfAttention(nn.Module):
         q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
         k = k.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
         v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
-        if self.qk_normed:
-            q, k = self.q_norm(q), self.k_norm(k)
-        q, k = positions.rotate(q, k, start)
+        q, k = positions.rotate(self.q_norm(q), self.k_norm(k), start)
         return q, k, v
 
     def forward(

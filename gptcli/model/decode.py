@@ -5,13 +5,13 @@ forward's dropout.
 At one new token a step, a small model's step is much Python around small ops, and in a fresh
 process each of those costs more than it would alone: every step streams all the weights
 through the caches, evicting what the interpreter had there. On the sampling benchmark's model
-(6 x 384, CPU, bf16), a step written out by hand for that one model took up to 14% less time
-than GPT.forward; this general one measured from no difference to 1.10x faster (README, "gptcli
-and nanoGPT", together with the fp32 CPU cache). Each part still runs its own forward (norms,
-MLPs, QK norms, linears, the position scheme's embed, rotate and score bias), so every variant
-is served; what is written out again is the wiring: pre- and post-norm blocks and attention
-around its cache. The tests hold this equal to GPT.forward, bit for bit, for every variant. A
-placement not wired here (or a model in training mode) runs through GPT.forward.
+(6 x 384, CPU, bf16) it is within noise of GPT.forward in one process (benchmarks/
+bench_decode.py); in fresh processes the whole sample was 1.03x sooner than before it (README,
+"gptcli and nanoGPT", "Sampling"). Each part still runs its own forward (norms, MLPs, QK norms,
+linears, the position scheme's embed, rotate and score bias), so every variant is served;
+what is written out again is the wiring: pre- and post-norm blocks and attention around its
+cache. The tests hold this equal to GPT.forward, bit for bit, for every variant. A placement
+not wired here (or a model in training mode) runs through GPT.forward.
 """
 
 import torch

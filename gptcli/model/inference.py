@@ -37,20 +37,16 @@ class LowPrecisionLinear(nn.Module):
         self.weight = nn.Parameter(linear.weight.detach().to(dtype), requires_grad=False)
         bias = linear.bias
         self.bias = None if bias is None else nn.Parameter(bias.detach().to(dtype), False)
-        self.dtype = dtype
         # Packed for a batch of one row: a sampling step's shape (any shape computes the same).
-        # Plain attributes, not parameters: those are looked up through nn.Module.__getattr__,
-        # a cost that a sampling step pays 25 times over.
-        self.packed = self.packed_bias = None
+        self.packed = None
         if pack and self.weight.device.type == "cpu" and can_pack(dtype):
             self.packed = torch.ops.mkldnn._reorder_linear_weight(self.weight.detach(), 1)
-            self.packed_bias = None if self.bias is None else self.bias.detach()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.to(self.dtype)
+        x = x.to(self.weight.dtype)
         if self.packed is None:
             return F.linear(x, self.weight, self.bias)
-        return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.packed_bias, "none", [], "")
+        return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
 
 
 def decode_attention(device: torch.device):

@@ -265,3 +265,28 @@ def test_sample_exits_at_once_with_its_whole_output_and_code(trained_run, tmp_pa
     assert ok.returncode == 0 and [len(s) for s in samples] == [len("The") + 500] * 3
     bad = gptcli("sample", "--checkpoint", tmp_path / "none")
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "not found" in bad.stderr
+
+
+def test_commands_import_the_library_with_the_collector_off_then_frozen():
+    # In a child: the freeze must not reach the test process. The collector is on again after
+    # (and off, had it been off before), the import's objects are frozen, and no collection ran
+    # during the import; each command's library module exists.
+    code = """
+import gc, json, sys
+from gptcli.cli import LIBRARY, import_frozen
+runs = []
+gc.callbacks.append(lambda phase, info: phase == "start" and runs.append(info["generation"]))
+import_frozen("gptcli.generate")
+on = (gc.isenabled(), gc.get_freeze_count(), runs, "torch" in sys.modules)
+gc.disable()
+import_frozen("json.decoder")
+off = gc.isenabled()
+for module in LIBRARY.values():
+    import_frozen(module)
+print(json.dumps([*on, off]))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    enabled, frozen, collections, torch_loaded, enabled_after_off = json.loads(out.stdout)
+    assert enabled and not enabled_after_off and torch_loaded
+    assert collections == [] and frozen > 100_000

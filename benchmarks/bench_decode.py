@@ -3,9 +3,10 @@ weights cast once (model/inference.py, unpacked) and cast and packed for oneDNN 
 `gptcli sample` does on a CPU with native bf16), alternated; the packed model's step through
 model/decode.forward_cached (what generate runs) against GPT.forward; building a model to load
 (GPT.to_load) against building it with its random init; and the interpreter's teardown after
-torch, which `sample` and `eval` skip.
+torch, which `sample` and `eval` skip. --widths instead: fp32 against bf16 packed across model
+widths, where `sample --precision auto` changes to bf16 on a CPU.
 
-    .venv/bin/python benchmarks/bench_decode.py [--tokens 500] [--rounds 3]
+    .venv/bin/python benchmarks/bench_decode.py [--tokens 500] [--rounds 3] [--widths]
 
 The model is the sampling benchmark's (6 layers x 384, block 1024, 65-token vocabulary),
 randomly initialised; every variant generates the same number of tokens from a 1-token prompt.
@@ -66,11 +67,36 @@ def process_seconds(code: str, n: int = 3) -> float:
     return seconds(lambda: subprocess.run([sys.executable, "-c", code], check=True), n)
 
 
+def widths(tokens: int, rounds: int) -> None:
+    """fp32 against bf16 (cast and packed) per token across model widths: where `sample`'s auto
+    precision switches to bf16 on a CPU (generate.CPU_BF16_MIN_WIDTH)."""
+    print(f"ms per token over {tokens} tokens, median of {rounds} alternated: fp32 | bf16 packed")
+    for n_layer, n_embd, n_head in ((4, 128, 4), (6, 192, 6), (6, 256, 8), (6, 320, 5),
+                                    (6, 384, 6), (4, 512, 8)):  # fmt: skip
+        torch.manual_seed(0)
+        cfg = ModelConfig(
+            n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=1024, bias=False
+        )
+        fp32 = GPT(cfg, 65).eval()
+        packed = copy.deepcopy(fp32)
+        for_inference(packed, torch.bfloat16, pack=True)
+        a, b = [], []
+        for _ in range(rounds):
+            a.append(ms_per_token(fp32, "fp32", tokens))
+            b.append(ms_per_token(packed, "bf16", tokens))
+        a, b = statistics.median(a), statistics.median(b)
+        print(f"  {n_layer} x {n_embd}: {a:6.2f} | {b:6.2f}   fp32/bf16 {a / b:.2f}x")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tokens", type=int, default=500)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--widths", action="store_true", help="only fp32 vs bf16 across widths")
     args = ap.parse_args()
+    if args.widths:
+        widths(300, args.rounds)
+        return
     torch.manual_seed(0)
     fp32 = GPT(CFG, 65).eval()
     cast, packed = copy.deepcopy(fp32), copy.deepcopy(fp32)

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from gptcli.config import ModelConfig
 from gptcli.data.tokenizers import Tokenizer
 from gptcli.errors import GptcliError
 from gptcli.evaluate import score_tokens, scored_bytes
@@ -34,7 +35,7 @@ from gptcli.model.decode import forward_cached
 from gptcli.model.inference import decode_attention, for_inference
 from gptcli.training import checkpoint
 from gptcli.training.checkpoint import load_model
-from gptcli.training.device import autocast, cpu_has_native_bf16, lowp_dtype
+from gptcli.training.device import autocast, cpu_has_native_bf16, lowp_dtype, resolve_precision
 
 
 def sample_next(
@@ -275,16 +276,33 @@ def load(
     print("".join(m.generate("ROMEO:", max_new_tokens=100)))
     print(m.score("ROMEO:\nBut soft!").bits_per_byte)
 
-    precision: fp32 | bf16 | fp16 | auto (bf16 where the device has it natively, as in
-    training): what sampling and scoring compute in; bf16 samples faster on such a CPU (the
-    weights are read in half the bytes each token; benchmarks/bench_decode.py) but not the same
-    text as fp32.
+    precision: fp32 | bf16 | fp16 | auto (sampling_precision): what sampling and scoring
+    compute in; bf16 samples faster on a CPU with native bf16 once the model is wide enough
+    (the weights are read in half the bytes each token) but not the same text as fp32.
     """
     from gptcli.config import CHOICES
-    from gptcli.training.device import resolve_device, resolve_precision
+    from gptcli.training.device import resolve_device
 
     if precision not in (names := CHOICES["train.precision"]):
         raise GptcliError(f"precision must be one of {', '.join(names)}, got {precision!r}")
     dev = resolve_device(device) if isinstance(device, str) else device
     model, tokenizer, ckpt = load_model(path, which, dev)
-    return LoadedModel(model, tokenizer, ckpt, resolve_precision(precision, dev, "precision"))
+    return LoadedModel(model, tokenizer, ckpt, sampling_precision(precision, dev, model.cfg))
+
+
+# A sampling step's matmuls have one row. In bf16 they read half the weight bytes, but each
+# packed oneDNN call also costs a fixed ~15-40 us that fp32's small products do not, so below
+# some width fp32 is faster as well as exact. On the project machine (benchmarks/bench_decode.py
+# --widths, ms per token fp32 vs bf16): 4 x 128 0.96 vs 1.70, 6 x 192 2.77 vs 2.59 (3.17 vs 3.32
+# in another run: the crossover), 6 x 256 3.94 vs 3.50, 6 x 384 6.22 vs 3.94.
+CPU_BF16_MIN_WIDTH = 256
+
+
+def sampling_precision(name: str, device: torch.device, cfg: ModelConfig) -> str:
+    """The precision to sample in: name resolved as training resolves it (auto: bf16 where the
+    device has it natively), except that auto stays fp32 on a CPU for a model narrower than
+    CPU_BF16_MIN_WIDTH."""
+    precision = resolve_precision(name, device, "precision")
+    if name == "auto" and device.type == "cpu" and cfg.n_embd < CPU_BF16_MIN_WIDTH:
+        return "fp32"
+    return precision

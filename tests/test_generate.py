@@ -2,7 +2,13 @@ import pytest
 import torch
 
 from gptcli.config import ModelConfig
-from gptcli.generate import _top_p_filter, generate, sample_next
+from gptcli.generate import (
+    CPU_BF16_MIN_WIDTH,
+    _top_p_filter,
+    generate,
+    sample_next,
+    sampling_precision,
+)
 from gptcli.model import GPT
 
 
@@ -257,3 +263,17 @@ def test_decode_attention_leaves_out_cudnn_on_cuda_only():
     assert torch.backends.cuda.cudnn_sdp_enabled()
     with decode_attention(torch.device("cpu")):
         assert torch.backends.cuda.cudnn_sdp_enabled()
+
+
+def test_auto_samples_narrow_models_in_fp32_on_a_cpu():
+    from gptcli.training.device import cpu_has_native_bf16
+
+    cpu = torch.device("cpu")
+    narrow = ModelConfig(n_embd=CPU_BF16_MIN_WIDTH - 64, n_head=4)
+    wide = ModelConfig(n_embd=CPU_BF16_MIN_WIDTH, n_head=4)
+    assert sampling_precision("auto", cpu, narrow) == "fp32"
+    assert sampling_precision("auto", cpu, wide) == ("bf16" if cpu_has_native_bf16() else "fp32")
+    # Only auto chooses: a precision asked for by name is kept, and fp16 still refused on a CPU.
+    assert [sampling_precision(p, cpu, narrow) for p in ("fp32", "bf16")] == ["fp32", "bf16"]
+    with pytest.raises(GptcliError, match="fp16 needs a CUDA device"):
+        sampling_precision("fp16", cpu, narrow)

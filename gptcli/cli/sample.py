@@ -37,7 +37,9 @@ def sample(
     which: str = typer.Option("best", help="best | latest, when given a run directory."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N | mps"),
     precision: str = typer.Option(
-        "auto", help="auto (bf16 where the device has it natively) | fp32 | bf16 | fp16"
+        "auto",
+        help="auto (bf16 where the device has it natively; on a CPU, for models wide enough "
+        "that it pays) | fp32 | bf16 | fp16",
     ),
 ) -> None:
     """Generate text from a trained checkpoint (with a KV cache)."""

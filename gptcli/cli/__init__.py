@@ -41,6 +41,9 @@ def main() -> None:
     import sys
 
     if sys.argv[1:2] and sys.argv[1] in LIBRARY:
+        from gptcli.allocator import keep_freed_memory
+
+        keep_freed_memory()  # a process-wide setting, so the command line's, not the library's
         import_frozen(LIBRARY[sys.argv[1]])
     try:
         app()

@@ -14,9 +14,10 @@ __all__ = ["app", "main"]
 # bench_decode.py), 6-9% of a 1000-token sample.
 EXIT_AT_ONCE = {"sample", "eval"}
 
-# What these commands import first, torch with it. Importing torch leaves ~170k objects that live
-# as long as the process, and a full garbage collection walks them all: 85 ms each on the
-# project machine, three of them in a 1000-token sample (0.18 s of its 4.5 s).
+# The commands that run a model, and the library module each imports first (torch with it).
+# main sets malloc for them (allocator.py) and imports that module frozen: importing torch
+# leaves ~170k objects that live as long as the process, and a full garbage collection walks
+# them all, 85 ms each on the project machine, three of them in a 1000-token sample (0.18 s).
 LIBRARY = {"train": "gptcli.training.loop", "sample": "gptcli.generate", "eval": "gptcli.evaluate"}
 
 

@@ -1,4 +1,4 @@
-"""glibc's malloc told to keep what a process frees, for the commands that run a model.
+"""glibc's malloc told to keep what a process frees, for `gptcli train`.
 
 By default glibc serves each allocation of 128 KB or more with an mmap of its own, unmapped
 again when it is freed, and hands the top of its heap back to the kernel once 128 KB there is
@@ -9,7 +9,7 @@ of that recipe took 927k page faults and 2.0 s of kernel time in 19.8 s. With al
 glibc's ceiling of 32 MB served from the heap and the heap never trimmed, the same run took
 56k faults, 0.2 s of kernel time and 16.3 s, with the same peak memory (315 MB): a step reuses
 what the last one freed. The process keeps its peak memory until it exits, as it would under
-jemalloc or tcmalloc.
+jemalloc or tcmalloc. Sampling is not helped: a 1000-token sample was 1.09x slower with it.
 """
 
 import ctypes

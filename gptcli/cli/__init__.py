@@ -14,10 +14,10 @@ __all__ = ["app", "main"]
 # bench_decode.py), 6-9% of a 1000-token sample.
 EXIT_AT_ONCE = {"sample", "eval"}
 
-# The commands that run a model, and the library module each imports first (torch with it).
-# main imports that module frozen (and sets malloc for train, allocator.py): importing torch
-# leaves ~170k objects that live as long as the process, and a full garbage collection walks
-# them all, 85 ms each on the project machine, three of them in a 1000-token sample (0.18 s).
+# The commands that run a model, and the library module each imports first (torch with it),
+# which main imports frozen: importing torch leaves ~170k objects that live as long as the
+# process, and a full garbage collection walks them all, 85 ms each on the project machine,
+# three of them in a 1000-token sample (0.18 s).
 LIBRARY = {"train": "gptcli.training.loop", "sample": "gptcli.generate", "eval": "gptcli.evaluate"}
 
 
@@ -41,19 +41,20 @@ def main() -> None:
     import os
     import sys
 
-    if sys.argv[1:2] and sys.argv[1] in LIBRARY:
+    command = sys.argv[1] if len(sys.argv) > 1 else None
+    if command == "train":
+        # Process-wide, so the command line's to set, not the library's; not for sample: a
+        # 1000-token sample was 1.09x slower with it (five alternated pairs, same text).
         from gptcli.allocator import keep_freed_memory
 
-        # A process-wide setting, so the command line's, not the library's; train only: a
-        # 1000-token sample was 1.09x slower with it (five alternated pairs, same text).
-        if sys.argv[1] == "train":
-            keep_freed_memory()
-        import_frozen(LIBRARY[sys.argv[1]])
+        keep_freed_memory()
+    if command in LIBRARY:
+        import_frozen(LIBRARY[command])
     try:
         app()
     except SystemExit as done:
         code = done.code
-        if sys.argv[1:2] and sys.argv[1] in EXIT_AT_ONCE and isinstance(code, int | None):
+        if command in EXIT_AT_ONCE and isinstance(code, int | None):
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(code or 0)

@@ -8,7 +8,7 @@ TORCH  ?= torch==2.13.0
 # empty means the tiny-shakespeare copy shipped inside the package: no network needed.
 DATA   ?=
 
-.PHONY: install test lint demo clean
+.PHONY: install test test-isa lint demo clean
 
 install: $(VENV)/.installed
 
@@ -36,3 +36,20 @@ endif
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .ruff_cache
+
+# The tests whose numbers depend on the CPU's kernels (sampling, generate, eval, casting for
+# inference, training parity and resume), once per instruction-set level this machine has:
+# oneDNN, MKL and ATen's own kernels capped as a lower CPU would run them (gptcli.cpu).
+ISA_TESTS := tests/test_generate.py tests/model/test_decode.py tests/model/test_model.py \
+	tests/test_evaluate.py tests/test_api.py tests/test_memory.py tests/test_cpu.py \
+	tests/training/test_pinned_losses.py tests/training/test_train.py tests/training/test_precision.py
+
+test-isa: install
+	@for isa in $$($(BIN)/python -m gptcli.cpu); do \
+	  case $$isa in AVX2) extra="ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2";; \
+	    AVX512_CORE) extra="ATEN_CPU_CAPABILITY=avx512 MKL_ENABLE_INSTRUCTIONS=AVX512";; \
+	    *) extra="";; esac; \
+	  echo "== ONEDNN_MAX_CPU_ISA=$$isa $$extra"; \
+	  env ONEDNN_MAX_CPU_ISA=$$isa $$extra $(BIN)/python -m pytest -q -p no:cacheprovider \
+	    $(ISA_TESTS) || exit 1; \
+	done

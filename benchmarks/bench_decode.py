@@ -26,10 +26,11 @@ import torch
 
 import gptcli.generate
 from gptcli.config import ModelConfig
+from gptcli.cpu import has_native_bf16
 from gptcli.generate import generate
 from gptcli.model import GPT
 from gptcli.model.inference import can_pack, for_inference
-from gptcli.training.device import autocast, cpu_has_native_bf16
+from gptcli.training.device import autocast
 
 CFG = ModelConfig(n_layer=6, n_head=6, n_embd=384, block_size=1024, bias=False)
 
@@ -69,7 +70,7 @@ def process_seconds(code: str, n: int = 3) -> float:
 
 def widths(tokens: int, rounds: int) -> None:
     """fp32 against bf16 (cast and packed) per token across model widths: where `sample`'s auto
-    precision switches to bf16 on a CPU (generate.CPU_BF16_MIN_WIDTH)."""
+    precision (measured per model: generate.faster_token) can be expected to switch to bf16."""
     print(f"ms per token over {tokens} tokens, median of {rounds} alternated: fp32 | bf16 packed")
     for n_layer, n_embd, n_head in ((4, 128, 4), (6, 192, 6), (6, 256, 8), (6, 320, 5),
                                     (6, 384, 6), (4, 512, 8)):  # fmt: skip
@@ -103,7 +104,7 @@ def main() -> None:
     for_inference(cast, torch.bfloat16, pack=False)
     for_inference(packed, torch.bfloat16, pack=True)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, native bf16 "
-          f"{cpu_has_native_bf16()}, oneDNN packing {can_pack(torch.bfloat16)}; ms per token "
+          f"{has_native_bf16()}, oneDNN packing {can_pack(torch.bfloat16)}; ms per token "
           f"over {args.tokens} tokens: fp32 | bf16 cast | bf16 cast and packed")  # fmt: skip
     for _ in range(args.rounds):
         a = ms_per_token(fp32, "fp32", args.tokens)

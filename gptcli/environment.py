@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from gptcli import __version__, atomic
+from gptcli import __version__, atomic, cpu
 
 FILE = "environment.json"
 
@@ -25,7 +25,8 @@ def describe(device: torch.device, world_size: int = 1, precision: str | None = 
         "python": platform.python_version(),
         "torch": torch.__version__,
         "platform": platform.platform(),
-        "cpu": cpu_model(),
+        "cpu": cpu.model_name(),
+        "cpu_level": cpu.level(),
         "cores": _cores(),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else device.type,
         "processes": world_size,
@@ -50,16 +51,6 @@ def read(run_dir: Path) -> list[dict[str, Any]]:
 
 def _cores() -> int | None:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def source_commit() -> str | None:

@@ -18,15 +18,16 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import copy
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from gptcli.config import ModelConfig
+from gptcli import autotune, cpu
 from gptcli.data.tokenizers import Tokenizer
 from gptcli.errors import GptcliError
 from gptcli.evaluate import score_tokens, scored_bytes
@@ -35,7 +36,7 @@ from gptcli.model.decode import forward_cached
 from gptcli.model.inference import decode_attention, for_inference
 from gptcli.training import checkpoint
 from gptcli.training.checkpoint import load_model
-from gptcli.training.device import autocast, cpu_has_native_bf16, lowp_dtype, resolve_precision
+from gptcli.training.device import autocast, lowp_dtype, resolve_precision
 
 
 def sample_next(
@@ -182,7 +183,7 @@ class LoadedModel:
         self.device = next(model.parameters()).device
         self.precision = precision  # resolved: fp32 | bf16 | fp16
         if precision != "fp32":
-            native = self.device.type == "cpu" and cpu_has_native_bf16()
+            native = self.device.type == "cpu" and cpu.has_native_bf16()
             for_inference(model, lowp_dtype(precision), pack=native)
 
     def _autocast(self):
@@ -287,22 +288,39 @@ def load(
         raise GptcliError(f"precision must be one of {', '.join(names)}, got {precision!r}")
     dev = resolve_device(device) if isinstance(device, str) else device
     model, tokenizer, ckpt = load_model(path, which, dev)
-    return LoadedModel(model, tokenizer, ckpt, sampling_precision(precision, dev, model.cfg))
+    return LoadedModel(model, tokenizer, ckpt, sampling_precision(precision, dev, model))
 
 
-# A sampling step's matmuls have one row. In bf16 they read half the weight bytes, but each
-# packed oneDNN call also costs a fixed ~15-40 us that fp32's small products do not, so below
-# some width fp32 is faster as well as exact. On the project machine (benchmarks/bench_decode.py
-# --widths, ms per token fp32 vs bf16): 4 x 128 0.96 vs 1.70, 6 x 192 2.77 vs 2.59 (3.17 vs 3.32
-# in another run: the crossover), 6 x 256 3.94 vs 3.50, 6 x 384 6.22 vs 3.94.
-CPU_BF16_MIN_WIDTH = 256
+def sampling_precision(name: str, device: torch.device, model: GPT) -> str:
+    """The precision to sample model in: name resolved as training resolves it, except that
+    auto on a CPU with native bf16 measures this model's token step (faster_token)."""
+    return resolve_precision(name, device, "precision", faster=lambda: faster_token(model))
 
 
-def sampling_precision(name: str, device: torch.device, cfg: ModelConfig) -> str:
-    """The precision to sample in: name resolved as training resolves it (auto: bf16 where the
-    device has it natively), except that auto stays fp32 on a CPU for a model narrower than
-    CPU_BF16_MIN_WIDTH."""
-    precision = resolve_precision(name, device, "precision")
-    if name == "auto" and device.type == "cpu" and cfg.n_embd < CPU_BF16_MIN_WIDTH:
-        return "fp32"
-    return precision
+def faster_token(model: GPT, tokens: int = 16) -> str:
+    """fp32 or bf16 (cast and packed, as LoadedModel samples in it): the faster for this model
+    at one sequence through the KV cache, measured once per machine (gptcli.autotune). A
+    sampling step's matmuls have one row: bf16 reads half the weight bytes, but each packed
+    oneDNN call also costs a fixed time that fp32's small products do not, so below some width
+    fp32 is faster as well as exact, and where that width lies depends on the CPU.
+    Attention runs in fp32 either way, so a short context decides as a long one would."""
+    device = next(model.parameters()).device
+    tokens = min(tokens, model.cfg.block_size)
+    idx = torch.zeros(1, tokens, dtype=torch.long, device=device)
+    fp32 = copy.deepcopy(model).eval()
+    cast = copy.deepcopy(fp32)
+    for_inference(cast, torch.bfloat16, pack=True)
+
+    def steps(m: GPT, precision: str) -> Callable[[], None]:
+        def run() -> None:
+            cache = m.new_cache(1, tokens)
+            with torch.no_grad(), autocast(device, precision):
+                for t in range(tokens):
+                    forward_cached(m, idx[:, t : t + 1], cache)
+
+        return run
+
+    workload = {"task": "sample token", "device": device.type, "model": asdict(model.cfg),
+                "vocab": model.vocab_size, "tokens": tokens}  # fmt: skip
+    options = {"fp32": steps(fp32, "fp32"), "bf16": steps(cast, "bf16")}
+    return autotune.fastest(workload, options, default="bf16")

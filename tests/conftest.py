@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import random
+import shutil
+import tempfile
 from pathlib import Path
 
 # Tiny models gain nothing from intra-op threads, and on a busy 2-core machine the thread pool
 # can stall a step for a second; subprocesses (CLI, torchrun) inherit this too.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# auto's measured choices (gptcli.autotune) go to a cache of this test run's own, never the
+# developer's, and every child process shares it.
+os.environ["GPTCLI_CACHE_DIR"] = tempfile.mkdtemp(prefix="gptcli-test-cache-")
+atexit.register(shutil.rmtree, os.environ["GPTCLI_CACHE_DIR"], True)
 
-import pytest
+import pytest  # noqa: E402
 
-from gptcli.config import config_from_dict
+from gptcli.config import config_from_dict  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -95,7 +102,7 @@ def tiny_config(data_dir: Path, out_dir: Path, **sections):
             "eval_iters": 4,
             "log_interval": 5,
             "device": "cpu",
-            "precision": "fp32",  # auto is bf16 on CPUs with native bf16: pin it for every CPU
+            "precision": "fp32",  # auto measures which is faster here: pin it for every CPU
             "out_dir": str(out_dir),
         },
         "sample": {"max_new_tokens": 20},

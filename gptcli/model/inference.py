@@ -11,6 +11,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from gptcli import cpu
+
 
 def for_inference(model: nn.Module, dtype: torch.dtype, pack: bool = False) -> None:
     """Replace every nn.Linear, in place, by a LowPrecisionLinear of dtype; pack: on a CPU with
@@ -23,9 +25,12 @@ def for_inference(model: nn.Module, dtype: torch.dtype, pack: bool = False) -> N
 
 
 def can_pack(dtype: torch.dtype) -> bool:
-    """Whether this torch has oneDNN's packed linear for dtype (it is an internal op)."""
+    """Whether this torch has oneDNN's packed linear for dtype (it is an internal op) and the
+    kernels run at a level that has it (its bf16 path needs AVX-512: under
+    ONEDNN_MAX_CPU_ISA=AVX2 packing raises)."""
     packing = getattr(torch.ops.mkldnn, "_reorder_linear_weight", None)
-    return dtype == torch.bfloat16 and torch.backends.mkldnn.is_available() and packing is not None
+    usable = dtype == torch.bfloat16 and torch.backends.mkldnn.is_available()
+    return usable and packing is not None and cpu.at_least("avx512_core")
 
 
 class LowPrecisionLinear(nn.Module):

@@ -136,7 +136,22 @@ def notes(rows: list[Row]) -> list[str]:
         elif d.undecided:
             lines.append(f"{against} is within noise, and no number of seeds would resolve a "
                          "difference this small at this spread")  # fmt: skip
-    return lines
+    return lines + _mixed_precision([run for row in rows for run in row.runs])
+
+
+def _mixed_precision(runs: list[RunRecord]) -> list[str]:
+    """A line when the runs trained in different precisions (auto measures each model shape on
+    its own, so variants of a study near the crossover can differ)."""
+    by_precision: dict[str, list[str]] = {}
+    for run in runs:
+        for precision in run.precisions:
+            by_precision.setdefault(precision, []).append(run.dir.name)
+    if len(by_precision) < 2:
+        return []
+    parts = "; ".join(f"{p}: {', '.join(sorted(by_precision[p]))}" for p in sorted(by_precision))
+    return [f"the runs trained in different precisions ({parts}), so a difference may be the "
+            "precision's: pin train.precision (--set train.precision=bf16) to compare like "
+            "with like"]  # fmt: skip
 
 
 def _seed_count(rows: list[Row], name: str | None) -> int:

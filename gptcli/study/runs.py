@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gptcli import environment
 from gptcli.errors import GptcliError
 from gptcli.evaluate import read_results
 from gptcli.model import count_params_formula
@@ -26,6 +27,7 @@ class RunRecord:
     metrics: list[dict[str, Any]] = field(default_factory=list)
     evals: list[dict[str, Any]] = field(default_factory=list)
     seconds: float | None = None
+    precisions: list[str] = field(default_factory=list)  # each start's, from environment.json
 
     @property
     def seed(self) -> int:
@@ -118,4 +120,6 @@ def load_run(run_dir: Path, state: dict[str, Any] | None = None) -> RunRecord:
         metrics=read_metrics(run_dir / METRICS_FILE),
         evals=read_results(run_dir),
         seconds=(state or {}).get("seconds"),
+        precisions=sorted({e["precision"] for e in environment.read(run_dir)
+                           if e.get("precision")}),  # fmt: skip
     )

@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+from collections.abc import Callable
 
 import torch
 
+from gptcli import cpu
 from gptcli.errors import GptcliError
 
 
@@ -29,22 +31,20 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def cpu_has_native_bf16() -> bool:
-    """AVX512-BF16 or AMX (torch's own probes): where bf16 matmuls beat fp32. Elsewhere bf16 on a
-    CPU is emulated and slower."""
-    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
-
-
-def resolve_precision(name: str, device: torch.device, key: str = "train.precision") -> str:
-    """auto: bf16 where it is faster at the same quality (GPUs that support it; CPUs with native
-    bf16: 1.2x per step on nanoGPT's CPU recipe, the same full-split val loss over 3 seeds),
-    else fp32."""
+def resolve_precision(
+    name: str,
+    device: torch.device,
+    key: str = "train.precision",
+    faster: Callable[[], str] | None = None,
+) -> str:
+    """auto: bf16 on GPUs that support it; on a CPU with native bf16 (cpu.has_native_bf16), the
+    faster of fp32 and bf16 as `faster` measures it (gptcli.autotune), bf16 where nothing
+    measures; fp32 elsewhere."""
     if name == "auto":
         if device.type == "cuda" and torch.cuda.is_bf16_supported():
             return "bf16"
-        if device.type == "cpu" and cpu_has_native_bf16():
-            return "bf16"
+        if device.type == "cpu" and cpu.has_native_bf16():
+            return faster() if faster is not None else "bf16"
         return "fp32"
     if name == "fp16" and device.type != "cuda":
         raise GptcliError(f"{key} fp16 needs a CUDA device; use bf16 or fp32 on CPU/MPS")

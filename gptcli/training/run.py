@@ -19,6 +19,7 @@ from gptcli.training.batches import StepShare, micro_batches, step_share
 from gptcli.training.device import resolve_precision
 from gptcli.training.distributed import Dist
 from gptcli.training.optim import FusedAdamW, make_optimizer
+from gptcli.training.precision import train_precision
 from gptcli.training.report import TENSORBOARD_DIR, RunInfo
 
 
@@ -52,7 +53,7 @@ class Run:
 def build_run(cfg: Config, d: Dist, device: torch.device, *, resume_run: bool, force: bool) -> Run:
     tc = cfg.train
     data = TokenDataset(cfg.data.dir)
-    precision = resolve_precision(tc.precision, device)
+    resolve_precision(tc.precision, device)  # refuses fp16 off CUDA before anything is built
     resume.check_run_dir(Path(tc.out_dir), resume_run, force)
     cfg, init_state = resume.apply_init_from(cfg, data, resume_run)
     data.check_block_size(cfg.model.block_size)
@@ -67,6 +68,9 @@ def build_run(cfg: Config, d: Dist, device: torch.device, *, resume_run: bool, f
         torch.manual_seed(tc.seed + d.rank)  # its own dropout noise; DDP syncs the weights
     if init_state is not None:
         resume.load_init_weights(model, init_state, tc.init_from)
+    rows = len(range(tc.batch_size)[share.rows])
+    # Every process trains in rank 0's choice, whatever each measured.
+    precision = distributed.gather(d, train_precision(tc.precision, model, rows, device))[0]
     optimizer = make_optimizer(model, tc, device)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     run = Run(cfg, d, device, precision, data, model, optimizer, scaler, n_micro, share)

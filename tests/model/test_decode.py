@@ -6,9 +6,9 @@ import copy
 import pytest
 import torch
 
+from gptcli.cpu import has_native_bf16
 from gptcli.model.decode import forward_cached
 from gptcli.model.inference import for_inference
-from gptcli.training.device import cpu_has_native_bf16
 
 from ..test_generate import every_variant, variant
 
@@ -33,7 +33,7 @@ def test_flat_forward_equals_the_general_one(position, norm, placement, block):
     assert torch.equal(flat, general)
     # ... and in bf16 sampling: cast (and, where sampling packs, packed) weights under autocast
     cast = copy.deepcopy(model)
-    for_inference(cast, torch.bfloat16, pack=cpu_has_native_bf16())
+    for_inference(cast, torch.bfloat16, pack=has_native_bf16())
     general, flat = both_paths(cast, idx, lambda: torch.autocast("cpu", dtype=torch.bfloat16))
     assert flat.dtype == torch.bfloat16 and torch.equal(flat, general)
 

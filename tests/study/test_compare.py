@@ -219,3 +219,22 @@ def test_the_plot_draws_the_metric_asked_for_and_names_every_dataset(runs, tmp_p
     assert full["bits_per_byte"] / full["loss"] == pytest.approx(factor)
     plots.plot_curves(compare(runs), tmp_path / "q.png", "step", "val_loss")
     assert drawn[-1].axes[0].get_ylabel().startswith("loss (nats/token)")
+
+
+def test_runs_trained_in_different_precisions_are_said_to_be(runs):
+    from gptcli import environment
+    from gptcli.study.compare import notes
+
+    rows = compare(runs, baseline="position=learned")
+    assert not [line for line in notes(rows) if "precisions" in line]  # all fp32
+    # One run (as auto may choose on another model shape) trained in bf16.
+    entries = environment.read(runs[2])
+    entries[-1]["precision"] = "bf16"
+    (runs[2] / environment.FILE).write_text(json.dumps(entries))
+    mixed = [line for line in notes(compare(runs, baseline="position=learned"))
+             if "precisions" in line]  # fmt: skip
+    assert mixed == [
+        f"the runs trained in different precisions (bf16: {runs[2].name}; fp32: "
+        f"{runs[0].name}, {runs[1].name}, {runs[3].name}), so a difference may be the "
+        "precision's: pin train.precision (--set train.precision=bf16) to compare like with like"
+    ]

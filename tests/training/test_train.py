@@ -6,12 +6,12 @@ import pytest
 import torch
 import yaml
 
+from gptcli import cpu
 from gptcli.config import ModelConfig, TrainConfig
 from gptcli.errors import GptcliError
 from gptcli.model import GPT
 from gptcli.training import checkpoint
-from gptcli.training import device as device_module
-from gptcli.training.device import cpu_has_native_bf16, resolve_device, resolve_precision
+from gptcli.training.device import resolve_device, resolve_precision
 from gptcli.training.loop import train
 from gptcli.training.mfu import flops_per_token, peak_flops
 from gptcli.training.optim import lr_at, make_optimizer
@@ -63,11 +63,13 @@ def test_existing_run_needs_resume_or_force(tmp_path, char_data):
     assert train(cfg, force=True).steps == 20
 
 
-def test_resume_continues_bitwise_identically(tmp_path, char_data):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_resume_continues_bitwise_identically(tmp_path, char_data, precision):
     # Dropout on, so the restored RNG state matters; the schedule is fixed by lr_decay_iters so
-    # that stopping at step 20 does not change it.
+    # that stopping at step 20 does not change it. Bit for bit in bf16 too: both runs are in
+    # one process, so on one CPU, and run the same kernels on the same shapes.
     def cfg(out, max_iters):
-        train_keys = {"max_iters": max_iters, "lr_decay_iters": 40}
+        train_keys = {"max_iters": max_iters, "lr_decay_iters": 40, "precision": precision}
         return tiny_config(char_data, tmp_path / out, model={"dropout": 0.1}, train=train_keys)
 
     train(cfg("full", 40))
@@ -90,11 +92,22 @@ def test_resume_refuses_a_different_model(tmp_path, char_data):
 
 def test_device_and_precision_choices(monkeypatch):
     assert resolve_device("cpu").type == "cpu"
-    native = cpu_has_native_bf16()
-    assert resolve_precision("auto", torch.device("cpu")) == ("bf16" if native else "fp32")
-    with monkeypatch.context() as m:  # the other kind of CPU
-        m.setattr(device_module, "cpu_has_native_bf16", lambda: not native)
-        assert resolve_precision("auto", torch.device("cpu")) == ("fp32" if native else "bf16")
+    cpu_dev = torch.device("cpu")
+    asked = []
+
+    def faster():
+        asked.append(1)
+        return "fp32"
+
+    # A CPU with native bf16: auto is what the measurement says (bf16 where none is given).
+    monkeypatch.setattr(cpu, "has_native_bf16", lambda: True)
+    assert resolve_precision("auto", cpu_dev, faster=faster) == "fp32" and asked == [1]
+    assert resolve_precision("auto", cpu_dev) == "bf16"
+    # One without: bf16 is emulated there, so fp32, and nothing is measured.
+    monkeypatch.setattr(cpu, "has_native_bf16", lambda: False)
+    assert resolve_precision("auto", cpu_dev, faster=faster) == "fp32" and asked == [1]
+    # A precision asked for by name is kept.
+    assert resolve_precision("bf16", cpu_dev, faster=faster) == "bf16" and asked == [1]
     with pytest.raises(GptcliError, match="fp16 needs a CUDA"):
         resolve_precision("fp16", torch.device("cpu"))
     if not torch.cuda.is_available():

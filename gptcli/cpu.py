@@ -80,13 +80,22 @@ def has_native_bf16() -> bool:
 
 
 def model_name() -> str:
+    """The CPU's model name, with its family and model numbers: a virtual machine may name
+    only "AMD EPYC", which covers chips of different speeds."""
+    fields: dict[str, str] = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+            key, _, value = line.partition(":")
+            if key.strip() in ("model name", "cpu family", "model"):
+                fields.setdefault(key.strip(), value.strip())
+            if not line.strip() and fields:
+                break  # the first processor's block is enough
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    if "cpu family" in fields and "model" in fields:
+        name += f" (family {fields['cpu family']} model {fields['model']})"
+    return name
 
 
 def describe() -> str:

@@ -1,4 +1,5 @@
-# Two entry points: `make test` and `make demo`. Both build .venv on first use.
+# Entry points: `make test` (what CI runs), `make check` (the fast loop) and `make demo`; each
+# builds .venv on first use.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -8,7 +9,7 @@ TORCH  ?= torch==2.13.0
 # empty means the tiny-shakespeare copy shipped inside the package: no network needed.
 DATA   ?=
 
-.PHONY: install test test-isa lint demo clean
+.PHONY: install check test test-isa test-exhaustive soak lint demo clean
 
 install: $(VENV)/.installed
 
@@ -22,8 +23,21 @@ $(VENV)/.installed: pyproject.toml
 lint: install
 	$(BIN)/ruff check .
 
+# The edit-test loop: lint and the fast tests (under 90 s on 2 cores); `make test` runs all.
+check: lint
+	$(BIN)/python -m pytest -q -x -m "not slow"
+
 test: lint
 	$(BIN)/python -m pytest -q
+
+# Release checks, not part of make test: every variant combination, not only the covering
+# array's; the torchrun exit check repeated RUNS times.
+test-exhaustive: install
+	GPTCLI_EXHAUSTIVE=1 $(BIN)/python -m pytest -q -m exhaustive tests/model tests/test_generate.py
+
+RUNS ?= 18
+soak: install
+	GPTCLI_SOAK_RUNS=$(RUNS) $(BIN)/python -m pytest -q -m soak
 
 demo: install
 ifeq ($(strip $(DATA)),)

@@ -21,8 +21,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from gptcli.config import load_config  # noqa: E402
+from gptcli.device import autocast, resolve_precision  # noqa: E402
 from gptcli.model import GPT  # noqa: E402
-from gptcli.training.device import autocast, resolve_precision  # noqa: E402
 from gptcli.training.optim import make_optimizer  # noqa: E402
 
 VOCAB = 65  # tiny-shakespeare's characters

@@ -27,10 +27,10 @@ import torch
 import gptcli.generate
 from gptcli.config import ModelConfig
 from gptcli.cpu import has_native_bf16
+from gptcli.device import autocast
 from gptcli.generate import generate
 from gptcli.model import GPT
 from gptcli.model.inference import can_pack, for_inference
-from gptcli.training.device import autocast
 
 CFG = ModelConfig(n_layer=6, n_head=6, n_embd=384, block_size=1024, bias=False)
 

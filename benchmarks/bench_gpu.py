@@ -172,9 +172,9 @@ def decode_part(tokens: int = 600) -> dict:
 
     from gptcli import generate as gen
     from gptcli.config import ModelConfig
+    from gptcli.device import autocast
     from gptcli.model import GPT
     from gptcli.model.inference import decode_attention, for_inference
-    from gptcli.training.device import autocast
 
     device = torch.device(DEVICE)
     cfg = ModelConfig(n_layer=6, n_head=6, n_embd=384, block_size=256, bias=False)

@@ -30,8 +30,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from gptcli.checkpoint import load_model  # noqa: E402
 from gptcli.evaluate import score_tokens  # noqa: E402
-from gptcli.training.checkpoint import load_model  # noqa: E402
 
 NANO_ARGS = [
     "--device=cpu", "--compile=False", "--eval_iters=20", "--log_interval=1", "--block_size=64",

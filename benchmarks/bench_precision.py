@@ -26,10 +26,10 @@ import torch
 
 from gptcli import autotune, cpu
 from gptcli.config import ModelConfig
+from gptcli.device import autocast
 from gptcli.generate import generate, sampling_precision
 from gptcli.model import GPT
 from gptcli.model.inference import for_inference
-from gptcli.training.device import autocast
 from gptcli.training.precision import train_precision
 
 RECIPE = ModelConfig(n_layer=4, n_head=4, n_embd=128, block_size=64, bias=False,

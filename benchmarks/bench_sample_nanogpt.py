@@ -27,7 +27,7 @@ from bench_nanogpt import prepare, timed
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from gptcli.training.checkpoint import load_model  # noqa: E402
+from gptcli.checkpoint import load_model  # noqa: E402
 
 SIZE = {"model.n_layer": 6, "model.n_head": 6, "model.n_embd": 384, "model.block_size": 1024}
 PROMPT = "ROMEO:"

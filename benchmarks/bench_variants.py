@@ -25,10 +25,10 @@ import warnings
 import torch
 
 from gptcli.config import ModelConfig
+from gptcli.device import autocast
 from gptcli.model import GPT
 from gptcli.model.norms import NORMS
 from gptcli.model.positions import POSITIONS
-from gptcli.training.device import autocast
 
 # The attention and MLP choices, each on RoPE + RMSNorm (the Llama block's other parts); the
 # gated MLPs at the standard MLP's parameter count (hidden width 2/3, rounded).

@@ -1,6 +1,8 @@
 """gptcli: prepare a corpus, train a GPT-2-style model with switchable parts, sample from it."""
 
-__version__ = "0.1.0"
+from gptcli.version import __version__
+
+__all__ = ["__version__", "load"]
 
 
 def load(path, which: str = "best", device="auto", precision: str = "fp32"):

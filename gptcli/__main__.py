@@ -1,3 +1,5 @@
+"""`python -m gptcli`: the command line, as the `gptcli` script runs it."""
+
 from gptcli.cli import main
 
 if __name__ == "__main__":

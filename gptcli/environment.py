@@ -13,7 +13,8 @@ from typing import Any
 
 import torch
 
-from gptcli import __version__, atomic, cpu
+from gptcli import atomic, cpu
+from gptcli.version import __version__
 
 FILE = "environment.json"
 

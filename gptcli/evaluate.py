@@ -23,14 +23,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from gptcli import atomic, lock, memory
+from gptcli import atomic, checkpoint, memory
+from gptcli.checkpoint import load_model, lock
 from gptcli.data.dataset import SPLITS, TokenDataset
 from gptcli.data.tokenizers import Tokenizer
 from gptcli.errors import GptcliError
 from gptcli.model import GPT
 from gptcli.model.mlp import hidden_size
-from gptcli.training import checkpoint
-from gptcli.training.checkpoint import load_model
 
 
 @dataclass(frozen=True)
@@ -306,7 +305,7 @@ def _evaluate_checkpoint(
     path, *, which, data_dir, split, contexts, stride, batch_size, max_tokens, device, precision,
     max_memory,
 ) -> EvalReport:
-    from gptcli.training.device import autocast, resolve_device, resolve_precision
+    from gptcli.device import autocast, resolve_device, resolve_precision
 
     if split not in SPLITS:
         raise GptcliError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")

@@ -27,16 +27,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from gptcli import autotune, cpu
+from gptcli import autotune, checkpoint, cpu
+from gptcli.checkpoint import load_model
 from gptcli.data.tokenizers import Tokenizer
+from gptcli.device import autocast, lowp_dtype, resolve_precision
 from gptcli.errors import GptcliError
 from gptcli.evaluate import score_tokens, scored_bytes
 from gptcli.model import GPT
 from gptcli.model.decode import forward_cached
 from gptcli.model.inference import decode_attention, for_inference
-from gptcli.training import checkpoint
-from gptcli.training.checkpoint import load_model
-from gptcli.training.device import autocast, lowp_dtype, resolve_precision
 
 
 def sample_next(
@@ -282,7 +281,7 @@ def load(
     (the weights are read in half the bytes each token) but not the same text as fp32.
     """
     from gptcli.config import CHOICES
-    from gptcli.training.device import resolve_device
+    from gptcli.device import resolve_device
 
     if precision not in (names := CHOICES["train.precision"]):
         raise GptcliError(f"precision must be one of {', '.join(names)}, got {precision!r}")

@@ -44,19 +44,6 @@ needs_gpt2 = pytest.mark.skipif(
     reason="GPT-2 BPE files unavailable (no network and no TIKTOKEN_CACHE_DIR)",
 )
 
-# The attention and MLP choices, each combined in the variant tests with every position x norm
-# x placement (4 query heads there, so that 2 key/value heads is a real grouping).
-BLOCKS = {
-    "mha": {},
-    "gqa": {"n_kv_head": 2},
-    "mqa": {"n_kv_head": 1},
-    "qknorm": {"qk_norm": "rmsnorm"},
-    "swiglu": {"mlp": "swiglu"},
-    "geglu": {"mlp": "geglu"},
-    "relu2": {"activation": "relu2"},
-    "silu": {"activation": "silu"},
-}
-
 WORDS = [
     "the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran",
     "to", "see", "her", "big", "red", "ball", "in", "sun",

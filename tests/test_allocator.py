@@ -57,6 +57,7 @@ def test_a_users_own_malloc_settings_win():
         assert out.stdout.strip() == "False", out.stderr
 
 
+@pytest.mark.slow
 def test_train_alone_sets_it():
     # sample exits at once after its output (os._exit), so it comes last and each call prints.
     code = """

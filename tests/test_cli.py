@@ -258,6 +258,7 @@ def test_corrupt_run_state_is_one_line(tmp_path, char_data):
     one_error_line(invoke("train", "--config", config, "--out", tmp_path / "r2"), "corrupt")
 
 
+@pytest.mark.slow
 def test_sample_exits_at_once_with_its_whole_output_and_code(trained_run, tmp_path):
     # sample skips the interpreter's teardown (os._exit): what it printed must still all arrive
     # through a pipe, and its exit code with it.
@@ -273,6 +274,7 @@ def test_sample_exits_at_once_with_its_whole_output_and_code(trained_run, tmp_pa
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "not found" in bad.stderr
 
 
+@pytest.mark.slow
 def test_commands_import_the_library_with_the_collector_off_then_frozen():
     # In a child: the freeze must not reach the test process. The collector is on again after
     # (and off, had it been off before), the import's objects are frozen, and no collection ran

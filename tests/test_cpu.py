@@ -57,6 +57,7 @@ def test_native_bf16_and_packing_follow_the_cap(amx_machine, monkeypatch):
         assert "capped by ONEDNN_MAX_CPU_ISA" in cpu.describe()
 
 
+@pytest.mark.slow
 def test_the_machine_levels_are_cumulative_and_listed_for_make():
     have = cpu.machine_levels()
     assert have == list(cpu.LEVELS[: len(have)])
@@ -65,6 +66,7 @@ def test_the_machine_levels_are_cumulative_and_listed_for_make():
     assert out.split() == [lv.upper() for lv in have]
 
 
+@pytest.mark.slow
 def test_bf16_sampling_runs_under_an_avx2_cap(tmp_path):
     """oneDNN's bf16 weight packing raises below AVX-512 ("bf16 path needs the cpu support
     avx_ne_convert or avx512bw..."): capped at AVX2, bf16 sampling must not pack, and runs."""

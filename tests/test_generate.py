@@ -72,41 +72,17 @@ def test_generation_slides_past_block_size(model):
 
 # --- the KV cache: for every variant, cached generation equals re-running the window --------
 
-import itertools  # noqa: E402
-import warnings  # noqa: E402
 
 from gptcli.data.tokenizers import CharTokenizer  # noqa: E402
 from gptcli.errors import GptcliError  # noqa: E402
 from gptcli.generate import TextStream  # noqa: E402
-from gptcli.model.norms import NORMS  # noqa: E402
-from gptcli.model.positions import POSITIONS  # noqa: E402
 
-from .conftest import BLOCKS  # noqa: E402
-
-VARIANTS = list(itertools.product(POSITIONS.names(), NORMS.names()))
+from .helpers import every_variant, variant  # noqa: E402
 
 
-def variant(position, norm, placement="pre", block="mha"):
-    cfg = ModelConfig(
-        n_layer=3, n_head=4, n_embd=32, block_size=12, position=position, norm=norm,
-        norm_placement=placement, relative_buckets=8, relative_max_distance=16, **BLOCKS[block],
-    )  # fmt: skip
-    torch.manual_seed(0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = GPT(cfg, 30)
-    with torch.no_grad():
-        for p in model.parameters():  # well away from init, so that every part matters
-            p.add_(torch.randn_like(p) * 0.1)
-    model.train()
-    model(torch.randint(30, (4, 12)))  # batchnorm: running statistics that are not the init
-    return model.eval()
-
-
-@pytest.mark.parametrize("block", BLOCKS)
-@pytest.mark.parametrize(("position", "norm"), VARIANTS, ids=["-".join(v) for v in VARIANTS])
-def test_cached_logits_equal_a_full_forward(position, norm, block):
-    model = variant(position, norm, block=block)
+@every_variant
+def test_cached_logits_equal_a_full_forward(position, norm, placement, block):
+    model = variant(position, norm, placement, block)
     idx = torch.randint(30, (2, 12), generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         full, _ = model(idx)
@@ -116,15 +92,6 @@ def test_cached_logits_equal_a_full_forward(position, norm, block):
         parts.append(model(idx[:, 9:], cache=cache)[0])  # ... and a chunk after the cache
     # fp32 rounding differs between one long attention call and many short ones
     torch.testing.assert_close(torch.cat(parts, dim=1), full, atol=1e-3, rtol=1e-3)
-
-
-def every_variant(test):
-    """Parametrize a test over every position x norm x placement x block."""
-    test = pytest.mark.parametrize(
-        ("position", "norm"), VARIANTS, ids=["-".join(v) for v in VARIANTS]
-    )(test)
-    test = pytest.mark.parametrize("placement", ["pre", "post"])(test)
-    return pytest.mark.parametrize("block", BLOCKS)(test)
 
 
 @every_variant
@@ -218,15 +185,14 @@ def steps_of(model, idx):
     return full, torch.cat(parts, dim=1), cache
 
 
-@pytest.mark.parametrize("block", BLOCKS)
-@pytest.mark.parametrize(("position", "norm"), VARIANTS, ids=["-".join(v) for v in VARIANTS])
-def test_bf16_sampling_weights_give_what_autocast_gives(position, norm, block):
+@every_variant
+def test_bf16_sampling_weights_give_what_autocast_gives(position, norm, placement, block):
     import copy
 
     from gptcli import cpu
     from gptcli.model.inference import LowPrecisionLinear, can_pack, for_inference
 
-    model = variant(position, norm, block=block)
+    model = variant(position, norm, placement, block)
     idx = torch.randint(30, (2, 12), generator=torch.Generator().manual_seed(3))
     full, cached, cache = steps_of(model, idx)
     # Cast once, unpacked: the same F.linear on the same bf16 operands as autocast's, so the

@@ -17,9 +17,9 @@ def convert(
 ) -> None:
     """Convert Hugging Face GPT-2 weights (config.json + model.safetensors or
     pytorch_model.bin) into a gptcli checkpoint for `sample` and `train.init_from`."""
+    from gptcli import checkpoint
     from gptcli.interop import hf
     from gptcli.model.gpt import count_params_formula
-    from gptcli.training import checkpoint
 
     with user_errors():
         out = hf.convert(hf_dir, out_dir, force=force)

@@ -45,7 +45,7 @@ def inspect_(
     far BatchNorm's batch statistics let a causal model see the future. embeddings: each chosen
     token's nearest neighbours by cosine similarity, and a 2-D map (PCA) of the most frequent
     tokens (both matrices when the embeddings are untied)."""
-    from gptcli.study import inspection
+    from gptcli.inspect import inspection
 
     with user_errors():
         if subject not in inspection.SUBJECTS:
@@ -91,7 +91,7 @@ def _show_finding(found, output: str) -> None:
 
 
 def _look(subject, loaded, prompt, layer, head, data, out, embedding_options):
-    from gptcli.study import inspection
+    from gptcli.inspect import inspection
 
     if subject == "embeddings":
         tokens, top, neighbours = embedding_options

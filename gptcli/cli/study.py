@@ -42,7 +42,7 @@ def sweep(
     each run's status. Re-running skips finished runs and resumes the others. Exit code 1 when a
     run failed (the others go on), 130 when stopped by Ctrl-C. With --backend ray each run is a
     Ray task; OUT, the config and the data must be on storage every node sees (checked)."""
-    from gptcli import lock
+    from gptcli.checkpoint import lock
     from gptcli.study.sweep import BUSY_ADVICE, Sweep
 
     with user_errors():

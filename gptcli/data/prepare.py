@@ -25,13 +25,13 @@ from typing import Any
 
 import numpy as np
 
-import gptcli
 from gptcli import atomic
 from gptcli.data.corpora import dataset_file, documents, is_json_lines, source_files
 from gptcli.data.parquet import is_parquet, require_pyarrow
 from gptcli.data.pieces import CHUNK_BYTES, pieces, segments
 from gptcli.data.tokenizers import TOKENIZERS, Tokenizer
 from gptcli.errors import GptcliError
+from gptcli.version import __version__
 
 
 @dataclass
@@ -304,7 +304,7 @@ def _write_dataset(
         )
     _split_tail(out / "tokens.bin", out / "train.bin", out / "val.bin", n_train * dtype.itemsize)
     meta = {
-        "gptcli_version": gptcli.__version__,
+        "gptcli_version": __version__,
         "tokenizer": tok.spec(),
         "vocab_size": tok.vocab_size,
         "dtype": dtype.name,

@@ -1,7 +1,7 @@
 """`gptcli export`: a checkpoint -> a directory other tools load, and gptcli reads back.
 
 Two formats, both with the weights in model.safetensors and gptcli.json (the gptcli config, vocab
-size, tokenizer spec and where each tensor is stored; training.checkpoint reads it back):
+size, tokenizer spec and where each tensor is stored; gptcli.checkpoint reads it back):
 - hf: the layout of the Hugging Face architecture that computes the model exactly (GPT-2,
   Llama or Qwen3; see families.py), with config.json, generation_config.json and tokenizer
   files, which transformers loads with no custom code;
@@ -16,7 +16,8 @@ from typing import Any
 
 import torch
 
-from gptcli import atomic
+from gptcli import atomic, checkpoint
+from gptcli.checkpoint import formats
 from gptcli.config import Config, ModelConfig
 from gptcli.data.tokenizers import Tokenizer, tokenizer_from_spec
 from gptcli.errors import GptcliError
@@ -24,7 +25,6 @@ from gptcli.interop import hf, hf_tokenizer
 from gptcli.interop.architectures import family_for
 from gptcli.interop.families import Family, Place
 from gptcli.model import GPT, count_params_formula
-from gptcli.training import checkpoint, formats
 
 FORMATS = ("hf", "safetensors")
 _VERSION = 1

@@ -12,11 +12,11 @@ from typing import Any
 
 import torch
 
+from gptcli.checkpoint import stored_tensor
 from gptcli.config import ModelConfig
 from gptcli.data.tokenizers import Tokenizer
 from gptcli.errors import GptcliError
 from gptcli.registry import Registry
-from gptcli.training.checkpoint import stored_tensor
 
 FAMILIES: Registry[type[Family]] = Registry("Hugging Face family")
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from gptcli import atomic
+from gptcli import atomic, checkpoint
 from gptcli.config import Config, ModelConfig
 from gptcli.data.tokenizers import tokenizer_from_spec
 from gptcli.errors import GptcliError, first_line
@@ -22,7 +22,6 @@ from gptcli.interop.architectures import by_model_type
 from gptcli.interop.families import Family
 from gptcli.interop.hf_tokenizer import read_tokenizer
 from gptcli.model import GPT
-from gptcli.training import checkpoint
 
 CONFIG_FILE = "config.json"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")

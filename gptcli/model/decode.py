@@ -8,11 +8,13 @@ through the caches, evicting what the interpreter had there. On the sampling ben
 (6 x 384, CPU, bf16) it is within noise of GPT.forward in one process (benchmarks/
 bench_decode.py); in fresh processes the whole sample was 1.03x sooner than before it (README,
 "gptcli and nanoGPT", "Sampling"). Each part still runs its own forward (norms, MLPs, QK norms,
-linears, the position scheme's embed, rotate and score bias), so every variant is served;
-what is written out again is the wiring: pre- and post-norm blocks and attention around its
-cache. The tests hold this equal to GPT.forward, bit for bit, for every variant. A placement
-not wired here (or a model in training mode) runs through GPT.forward.
+linears, the position scheme's embed, rotate and score bias), and each block's placement its
+own wiring (Block.step), so every variant is served; what is written out again is attention
+around its cache. The tests hold this equal to GPT.forward, bit for bit, for every variant. A
+model in training mode runs through GPT.forward.
 """
+
+from functools import partial
 
 import torch
 
@@ -20,14 +22,11 @@ from gptcli.model.attention import CausalSelfAttention, LayerKV, ScoreBias, merg
 from gptcli.model.gpt import GPT
 from gptcli.model.positions import PositionScheme
 
-WIRED = ("pre", "post")
-
 
 def forward_cached(model: GPT, idx: torch.Tensor, cache: list[LayerKV]) -> torch.Tensor:
     """GPT.forward(idx, cache=cache)[0]: the logits (B, T, vocab) of the tokens idx (B, T)
     after those the cache holds, which the call extends."""
-    placement = model.cfg.norm_placement
-    if model.training or placement not in WIRED:
+    if model.training:
         return model(idx, cache=cache)[0]
     start, T = cache[0].length, idx.shape[1]
     model.check_length(start + T)
@@ -35,22 +34,17 @@ def forward_cached(model: GPT, idx: torch.Tensor, cache: list[LayerKV]) -> torch
     x = positions.embed(model.wte.forward(idx), start)
     bias = ScoreBias(positions, T, start, idx.device, model.query_chunk)
     for block, kv in zip(model.blocks, cache, strict=True):
-        if placement == "pre":
-            x = x + _attention(block.attn, block.ln_1.forward(x), positions, start, bias, kv)
-            x = x + block.mlp.forward(block.ln_2.forward(x))
-        else:
-            x = block.ln_1.forward(x + _attention(block.attn, x, positions, start, bias, kv))
-            x = block.ln_2.forward(x + block.mlp.forward(x))
+        x = block.step(x, partial(_attention, block.attn, positions, start, bias, kv))
     return model.lm_head.forward(model.ln_f.forward(x))
 
 
 def _attention(
     attn: CausalSelfAttention,
-    x: torch.Tensor,
     positions: PositionScheme,
     start: int,
     bias: ScoreBias,
     kv: LayerKV,
+    x: torch.Tensor,
 ) -> torch.Tensor:
     q, k, v = attn.heads(attn.c_attn.forward(x), positions, start)
     k, v = kv.append(k, v)

@@ -1,6 +1,7 @@
 """GPT: token (+ position) embeddings -> N blocks -> final norm -> LM head."""
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn
@@ -14,9 +15,13 @@ from gptcli.model.positions import POSITIONS, PositionScheme
 from gptcli.registry import Registry
 
 PLACEMENTS: Registry[type["Block"]] = Registry("norm placement")
+Sublayer = Callable[[torch.Tensor], torch.Tensor]
 
 
 class Block(nn.Module):
+    """A block's parts; a placement (a subclass, registered by name) says how they are wired,
+    once, in wire(): the training forward and sampling's cached step both run it."""
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         norm = NORMS[cfg.norm]
@@ -28,14 +33,28 @@ class Block(nn.Module):
     # Whether the model needs a norm after the last block (pre-norm leaves the stream raw).
     final_norm = True
 
+    @staticmethod
+    def wire(x: torch.Tensor, attend: Sublayer, ln_1: Sublayer, mlp: Sublayer,
+             ln_2: Sublayer) -> torch.Tensor:  # fmt: skip
+        raise NotImplementedError("a norm placement wires its block in wire()")
+
+    def forward(self, x, positions, start, bias, kv=None):
+        attend = lambda h: self.attn(h, positions, start, bias, kv)  # noqa: E731
+        return self.wire(x, attend, self.ln_1, self.mlp, self.ln_2)
+
+    def step(self, x: torch.Tensor, attend: Sublayer) -> torch.Tensor:
+        """The same wiring without nn.Module's call machinery (model/decode.py)."""
+        return self.wire(x, attend, self.ln_1.forward, self.mlp.forward, self.ln_2.forward)
+
 
 @PLACEMENTS.register("pre")
 class PreNormBlock(Block):
     """GPT-2: normalise the input of each sublayer; the residual stream stays unnormalised."""
 
-    def forward(self, x, positions, start, bias, kv=None):
-        x = x + self.attn(self.ln_1(x), positions, start, bias, kv)
-        return x + self.mlp(self.ln_2(x))
+    @staticmethod
+    def wire(x, attend, ln_1, mlp, ln_2):
+        x = x + attend(ln_1(x))
+        return x + mlp(ln_2(x))
 
 
 @PLACEMENTS.register("post")
@@ -44,9 +63,10 @@ class PostNormBlock(Block):
 
     final_norm = False
 
-    def forward(self, x, positions, start, bias, kv=None):
-        x = self.ln_1(x + self.attn(x, positions, start, bias, kv))
-        return self.ln_2(x + self.mlp(x))
+    @staticmethod
+    def wire(x, attend, ln_1, mlp, ln_2):
+        x = ln_1(x + attend(x))
+        return ln_2(x + mlp(x))
 
 
 class GPT(nn.Module):
@@ -80,17 +100,22 @@ class GPT(nn.Module):
     @classmethod
     def to_load(cls, cfg: ModelConfig, vocab_size: int) -> "GPT":
         """A GPT whose every weight a state dict is about to replace (load it strictly): built
-        with nn.init's fills doing nothing, which is most of what building costs (0.1 s of a
-        sample's start-up at 10M parameters, over a second at GPT-2's 124M). Tables that are no
-        weights (sincos, RoPE, ALiBi) are still computed. Not thread-safe: nn.init is global."""
-        kept = {name: getattr(nn.init, name) for name in _FILLS}
-        for name in _FILLS:
-            setattr(nn.init, name, _leave)
-        try:
-            return cls(cfg, vocab_size)
-        finally:
-            for name, fill in kept.items():
-                setattr(nn.init, name, fill)
+        on the meta device, so no init fills anything (most of what building costs: 0.1 s of a
+        sample's start-up at 10M parameters, over a second at GPT-2's 124M), then given
+        uninitialised CPU memory. The position scheme, whose tables are no weights (sincos,
+        RoPE, ALiBi) and so are not in a state dict, is built for real."""
+        with torch.device("meta"):
+            model = cls(cfg, vocab_size)
+        model.to_empty(device="cpu")
+        with torch.random.fork_rng(devices=[]):  # its init draws nothing from the caller's RNG
+            model.positions = POSITIONS[cfg.position](cfg)
+        if cfg.tie_embeddings:  # to_empty gave each its own storage
+            model.lm_head.weight = model.wte.weight
+        saved = model.state_dict().keys()
+        tables = [n for n, _ in model.named_buffers() if n not in saved]
+        if stray := [n for n in tables if not n.startswith("positions.")]:
+            raise RuntimeError(f"to_load cannot compute {stray}: only positions own tables")
+        return model
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -145,14 +170,6 @@ class GPT(nn.Module):
         if targets is not None:
             loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
         return logits, loss
-
-
-_FILLS = ("uniform_", "normal_", "trunc_normal_", "kaiming_uniform_", "kaiming_normal_",
-          "xavier_uniform_", "xavier_normal_", "zeros_", "ones_", "constant_")  # fmt: skip
-
-
-def _leave(tensor: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-    return tensor
 
 
 def count_params_formula(cfg: ModelConfig, vocab_size: int) -> int:

@@ -14,8 +14,8 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-from gptcli.training import checkpoint
-from gptcli.training.device import available_cores
+from gptcli import checkpoint
+from gptcli.device import available_cores
 
 LOG_FILE = "train.log"
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from gptcli import pictures
 from gptcli.errors import GptcliError
-from gptcli.study import pictures
 from gptcli.study.compare import Row
 
 AXES = {"step": "step", "time": "training time (s)", "tokens": "tokens seen"}

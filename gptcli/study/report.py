@@ -210,8 +210,8 @@ def _spread(values: list[float] | None) -> str:
 
 def _insides(rows: list[Row], prompt: str | None, pictures: Pictures) -> list[str]:
     """Parameters per variant, then one seed of each looked inside."""
-    from gptcli.study import inspection
-    from gptcli.study.params import PARTS, param_report
+    from gptcli.inspect import inspection
+    from gptcli.inspect.params import PARTS, param_report
 
     subjects = [(row, inspection.load_subject(row.runs[0].dir, "latest")) for row in rows]
     head = ["variant", *PARTS, "total"]

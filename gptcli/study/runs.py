@@ -6,12 +6,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gptcli import environment
+from gptcli import checkpoint, environment
 from gptcli.errors import GptcliError
 from gptcli.evaluate import read_results
 from gptcli.model import count_params_formula
 from gptcli.study.sweep import SWEEP_FILE, read_sweep
-from gptcli.training import checkpoint
 from gptcli.training.report import METRICS_FILE, read_metrics
 
 

@@ -20,7 +20,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from gptcli import atomic, lock
+from gptcli import atomic
+from gptcli.checkpoint import lock
 from gptcli.errors import GptcliError
 from gptcli.study.grid import Combo, Grid, expand, yaml_text
 from gptcli.study.launchers import LOG_FILE, LocalLauncher, finished_step

@@ -6,9 +6,9 @@ import torch
 
 from gptcli.config import Config
 from gptcli.data.dataset import TokenDataset
+from gptcli.device import autocast
 from gptcli.training import distributed
 from gptcli.training.batches import eval_generator
-from gptcli.training.device import autocast
 from gptcli.training.distributed import Dist
 
 

@@ -15,15 +15,16 @@ import time
 
 import torch
 
-from gptcli import environment, lock
+from gptcli import checkpoint, environment
+from gptcli.checkpoint import lock
 from gptcli.config import Config
 from gptcli.data.tokenizers import tokenizer_from_spec
+from gptcli.device import autocast, available_cores, resolve_device, set_cpu_threads
 from gptcli.errors import GptcliError
 from gptcli.evaluate import EvalReport, evaluate_model, merge_results
 from gptcli.model import check_config
-from gptcli.training import checkpoint, distributed, trackers
+from gptcli.training import distributed, trackers
 from gptcli.training.batches import train_generator
-from gptcli.training.device import autocast, available_cores, resolve_device, set_cpu_threads
 from gptcli.training.estimate import evaluate
 from gptcli.training.mfu import flops_per_token, peak_flops
 from gptcli.training.optim import lr_at, set_lr

@@ -14,8 +14,8 @@ from dataclasses import asdict
 import torch
 
 from gptcli import autotune
+from gptcli.device import autocast, resolve_precision
 from gptcli.model import GPT
-from gptcli.training.device import autocast, resolve_precision
 
 
 def train_precision(name: str, model: GPT, rows: int, device: torch.device) -> str:

@@ -5,17 +5,15 @@ from __future__ import annotations
 
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, NamedTuple
 
 import torch
 
+from gptcli import checkpoint
 from gptcli.config import Config, ModelConfig
 from gptcli.data.dataset import TokenDataset
 from gptcli.errors import GptcliError, first_line
-from gptcli.training import checkpoint
-
-if TYPE_CHECKING:
-    from gptcli.training.run import Run
+from gptcli.training.distributed import Dist
 
 # What a checkpoint's trainer.pt must hold for --resume.
 TRAINER_KEYS = ("optimizer", "scaler", "step", "best_step", "best_val_loss", "rng")
@@ -92,9 +90,19 @@ def load_init_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], so
         raise GptcliError(f"train.init_from {source} does not fit ({first_line(exc)})") from None
 
 
-def restore(run: Run) -> None:
-    """Continue run from its latest checkpoint: weights, optimizer, scaler, step, best, RNG."""
-    out_dir = Path(run.cfg.train.out_dir)
+class Progress(NamedTuple):
+    """Where a resumed run stands: the step it continues from and its best so far."""
+
+    step: int
+    best_step: int
+    best_val: float
+
+
+def restore(cfg: Config, vocab_size: int, d: Dist, device: torch.device, model: torch.nn.Module,
+            optimizer: Any, scaler: torch.amp.GradScaler) -> Progress:  # fmt: skip
+    """Continue from cfg's run directory's latest checkpoint: load the weights, optimizer and
+    scaler state into those given and this process's RNG (d: its Dist); return the progress."""
+    out_dir = Path(cfg.train.out_dir)
     ckpt = checkpoint.load(out_dir, "latest")
     state = ckpt.trainer_state()
     if "optimizer" not in state:
@@ -108,25 +116,24 @@ def restore(run: Run) -> None:
             f"{ckpt.dir}/trainer.pt is incomplete (no {', '.join(missing)}); resume from "
             "another checkpoint or start over with --force"
         )
-    if diffs := _model_differences(run.cfg, ckpt.config):
+    if diffs := _model_differences(cfg, ckpt.config):
         raise GptcliError("cannot resume: the model config differs: " + "; ".join(diffs))
-    if ckpt.vocab_size != run.data.vocab_size:
+    if ckpt.vocab_size != vocab_size:
         raise GptcliError(
             f"cannot resume: checkpoint vocab_size {ckpt.vocab_size} != dataset's "
-            f"{run.data.vocab_size} (data.dir {run.cfg.data.dir})"
+            f"{vocab_size} (data.dir {cfg.data.dir})"
         )
-    run.model.load_state_dict(ckpt.model_state())
-    run.optimizer.load_state_dict(state["optimizer"])
-    run.scaler.load_state_dict(state["scaler"])
-    run.start_step, run.best_step = state["step"], state["best_step"]
-    run.best_val = state["best_val_loss"]
+    model.load_state_dict(ckpt.model_state())
+    optimizer.load_state_dict(state["optimizer"])
+    scaler.load_state_dict(state["scaler"])
+    progress = Progress(state["step"], state["best_step"], state["best_val_loss"])
     rng = state["rng"]
     rng = [rng] if isinstance(rng, dict) else rng  # one process's state, before DDP
-    d = run.d
     if len(rng) == d.world_size:
-        set_rng_state(rng[d.rank], run.device)
+        set_rng_state(rng[d.rank], device)
     else:  # another number of processes: dropout noise cannot continue exactly
-        torch.manual_seed(run.cfg.train.seed + d.rank + run.start_step)
+        torch.manual_seed(cfg.train.seed + d.rank + progress.step)
+    return progress
 
 
 def rng_state(device: torch.device) -> dict[str, Any]:

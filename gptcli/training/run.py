@@ -10,13 +10,14 @@ from pathlib import Path
 
 import torch
 
+from gptcli import checkpoint
 from gptcli.config import Config
 from gptcli.data.dataset import TokenDataset
+from gptcli.device import resolve_precision
 from gptcli.model import GPT
 from gptcli.model.norms import NORMS, CausalLeakWarning, causal_leak
-from gptcli.training import checkpoint, distributed, resume
+from gptcli.training import distributed, resume
 from gptcli.training.batches import StepShare, micro_batches, step_share
-from gptcli.training.device import resolve_precision
 from gptcli.training.distributed import Dist
 from gptcli.training.optim import FusedAdamW, make_optimizer
 from gptcli.training.precision import train_precision
@@ -75,7 +76,8 @@ def build_run(cfg: Config, d: Dist, device: torch.device, *, resume_run: bool, f
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     run = Run(cfg, d, device, precision, data, model, optimizer, scaler, n_micro, share)
     if resume_run:
-        resume.restore(run)
+        progress = resume.restore(cfg, data.vocab_size, d, device, model, optimizer, scaler)
+        run.start_step, run.best_step, run.best_val = progress
     run.forward = torch.compile(model) if tc.compile else model
     run.trainee = run.forward
     if d.enabled:

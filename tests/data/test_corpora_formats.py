@@ -6,7 +6,6 @@ import hashlib
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -16,44 +15,10 @@ from gptcli.cli import app
 from gptcli.data.corpora import documents
 from gptcli.data.pieces import pieces
 from gptcli.data.prepare import prepare
-from gptcli.data.tokenizers import tokenizer_from_spec
 from gptcli.errors import GptcliError
 
-from ..conftest import make_text, needs_gpt2
-
-DOCS = [
-    make_text(120, seed=1),
-    "春眠不觉晓，处处闻啼鸟。\n夜来风雨声，花落知多少。\n" * 15,
-    "",  # an empty document still gets its separators, as an empty file does
-    'Quotes " and \\ backslashes, a literal <|endoftext|>, emoji 😀 and\ttabs\r\n' * 10,
-    make_text(80, seed=2),
-]
-
-TOKENIZERS = [
-    pytest.param("gpt2", {}, marks=needs_gpt2),
-    pytest.param("char", {}),
-    pytest.param("bpe", {"vocab_size": 300}),
-]
-
-
-def jsonl(docs, field="text", **dump):
-    return "".join(json.dumps({"id": i, field: doc}, **dump) + "\n" for i, doc in enumerate(docs))
-
-
-def tokens(out):
-    meta = json.loads((out / "meta.json").read_text())
-    split = [np.fromfile(out / f"{s}.bin", dtype=meta["dtype"]) for s in ("train", "val")]
-    return np.concatenate(split).tolist(), meta
-
-
-def expected_tokens(meta, docs):
-    tok = tokenizer_from_spec(meta["tokenizer"])
-    ids = []
-    for i, doc in enumerate(docs):
-        if i and tok.separator_id is not None:
-            ids.append(tok.separator_id)
-        ids += tok.encode(doc)
-    return ids
+from ..conftest import make_text
+from ..helpers import DOCS, TOKENIZERS, expected_tokens, jsonl, tokens
 
 
 def write_forms(tmp_path):

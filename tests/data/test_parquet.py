@@ -12,7 +12,7 @@ from gptcli.data.corpora import documents
 from gptcli.data.prepare import prepare
 from gptcli.errors import GptcliError
 
-from .test_corpora_formats import DOCS, TOKENIZERS, expected_tokens, jsonl, tokens
+from ..helpers import DOCS, TOKENIZERS, expected_tokens, jsonl, tokens
 
 pa = pytest.importorskip("pyarrow", reason="pyarrow (the parquet extra) is not installed")
 pq = pytest.importorskip("pyarrow.parquet")

@@ -20,7 +20,7 @@ from gptcli.data.prepare import prepare
 from gptcli.errors import GptcliError
 
 from ..conftest import gpt2_available, make_text, needs_gpt2
-from .test_corpora_formats import expected_tokens
+from ..helpers import expected_tokens
 
 # Every class the split pattern tells apart, the whitespace that only some definitions of \s
 # include (\x1c, \xa0, \u3000), contractions, CRLF, combining marks, CJK and emoji.

@@ -3,7 +3,6 @@ and token ids), and against gptcli reading its own exports back (sample, eval, l
 train.init_from)."""
 
 import json
-from dataclasses import replace
 
 import pytest
 import torch
@@ -11,26 +10,25 @@ import yaml
 from typer.testing import CliRunner
 
 import gptcli
+from gptcli import checkpoint
 from gptcli.cli import app
-from gptcli.config import Config
 from gptcli.data.dataset import TokenDataset
 from gptcli.data.prepare import prepare
-from gptcli.data.tokenizers import BPETokenizer, CharTokenizer, tokenizer_from_spec
+from gptcli.data.tokenizers import tokenizer_from_spec
 from gptcli.errors import GptcliError
 from gptcli.evaluate import evaluate_checkpoint, load_model
 from gptcli.interop.export import export
 from gptcli.interop.hf import convert
-from gptcli.model import GPT
-from gptcli.training import checkpoint, resume
+from gptcli.training import resume
 from gptcli.training.loop import train
 
 from ..conftest import make_text, needs_gpt2, tiny_config
+from ..helpers import assert_same_logits, load_hf, save_checkpoint, tokenizer_spec
 
 transformers = pytest.importorskip("transformers")
 
 runner = CliRunner()
 
-GPT2_LIKE = {"n_layer": 2, "n_head": 2, "n_embd": 32, "block_size": 16, "bias": True}
 TEXTS = [
     "The cat sat on the mat.\nThe dog ran.",
     "  leading spaces, trailing spaces   \n\n\nand blank lines\n",
@@ -40,59 +38,15 @@ TEXTS = [
 ]
 
 
-def tokenizer_spec(kind: str) -> dict:
-    if kind == "char":
-        return CharTokenizer("".join(sorted(set(make_text())))).spec()
-    if kind == "bpe":
-        return BPETokenizer.from_corpus([make_text(seed=1)], vocab_size=300).spec()
-    return {"type": "gpt2"}
-
-
 def texts_for(kind: str) -> list[str]:
     # The char vocabulary is the corpus's own characters; the others take any text.
     return [make_text(6, seed=3), "Sun. And the red ball\n\nsat."] if kind == "char" else TEXTS
 
 
-def save_checkpoint(run_dir, spec: dict, seed: int = 0, **model) -> GPT:
-    """A checkpoint of a random model, every tensor moved off its init (norm gains off 1, biases
-    off 0), so a swapped, untransposed or dropped tensor changes the logits visibly."""
-    tokenizer = tokenizer_from_spec(spec)
-    cfg = Config(model=replace(Config().model, **{**GPT2_LIKE, **model}))
-    torch.manual_seed(seed)
-    gpt = GPT(cfg.model, tokenizer.vocab_size).eval()
-    with torch.no_grad():
-        for p in gpt.parameters():
-            p.add_(0.3 * torch.randn_like(p))
-    checkpoint.save(
-        run_dir, step=7, model_state=gpt.state_dict(), trainer_state={"step": 7}, config=cfg,
-        vocab_size=tokenizer.vocab_size, tokenizer_spec=spec, best_step=7, best_val_loss=None,
-        val_loss=None,
-    )  # fmt: skip
-    return gpt
-
-
-@torch.no_grad()
-def assert_same_logits(gpt: GPT, hf_model) -> None:
-    idx = torch.randint(
-        gpt.vocab_size, (3, gpt.cfg.block_size), generator=torch.Generator().manual_seed(1)
-    )
-    ours, _ = gpt(idx)
-    theirs = hf_model(idx).logits
-    assert theirs.abs().max() > 1.0  # far from trivially small
-    assert (ours - theirs).abs().max().item() < 1e-4
-
-
-def load_hf(out):
-    model, info = transformers.AutoModelForCausalLM.from_pretrained(
-        out, output_loading_info=True, dtype=torch.float32
-    )
-    assert not any(info.values()), info  # no tensor missing, unexpected or mismatched
-    return model.eval()
-
-
 KINDS = ["char", "bpe", pytest.param("gpt2", marks=needs_gpt2)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", KINDS)
 def test_transformers_loads_an_hf_export(tmp_path, kind):
     spec = tokenizer_spec(kind)

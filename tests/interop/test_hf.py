@@ -12,6 +12,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
+from gptcli import checkpoint
+from gptcli.checkpoint import load_model
 from gptcli.cli import app
 from gptcli.data.dataset import TokenDataset
 from gptcli.data.prepare import prepare
@@ -19,8 +21,6 @@ from gptcli.errors import GptcliError
 from gptcli.generate import generate
 from gptcli.interop.hf import convert, is_hf_dir, load_hf
 from gptcli.model import GPT
-from gptcli.training import checkpoint
-from gptcli.training.checkpoint import load_model
 from gptcli.training.estimate import evaluate
 from gptcli.training.loop import train
 
@@ -287,6 +287,7 @@ class AsGptcli(torch.nn.Module):
         return logits, F.cross_entropy(logits.flatten(0, 1), targets.flatten())
 
 
+@pytest.mark.slow
 @needs_gpt2
 def test_init_from_hf_dir(gpt2_vocab_hf, tmp_path, corpus):
     hf_model, path = gpt2_vocab_hf

@@ -9,17 +9,17 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from gptcli import checkpoint
 from gptcli.cli import app
 from gptcli.data.tokenizers import tokenizer_from_spec
 from gptcli.errors import GptcliError
 from gptcli.interop import hf_tokenizer
 from gptcli.interop.export import export
 from gptcli.interop.hf import convert, load_hf
-from gptcli.training import checkpoint
 
 from ..conftest import needs_gpt2
-from .test_export import assert_same_logits, save_checkpoint, tokenizer_spec
-from .test_export import load_hf as load_transformers
+from ..helpers import assert_same_logits, save_checkpoint, tokenizer_spec
+from ..helpers import load_hf as load_transformers
 
 transformers = pytest.importorskip("transformers")
 runner = CliRunner()
@@ -50,6 +50,7 @@ def greedy_transformers(model, tokenizer, prompt: str) -> str:
     return tokenizer.decode(out[0, ids.shape[1] :].tolist())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("kv_heads", [4, 2], ids=["mha", "gqa"])
 @pytest.mark.parametrize("tied", [True, False], ids=["tied", "untied"])
@@ -161,7 +162,7 @@ def test_convert_reads_a_transformers_llama_or_qwen3(tmp_path, family, tied):
     assert (mc.position, mc.norm, mc.mlp, mc.n_kv_head) == ("rope", "rmsnorm", "swiglu", 2)
     assert mc.qk_norm == ("rmsnorm" if family == "qwen3" else "none")
     assert mc.tie_embeddings == tied and ckpt.tokenizer_spec == tokenizer.spec()
-    from gptcli.training.checkpoint import load_model
+    from gptcli.checkpoint import load_model
 
     gpt, _, _ = load_model(tmp_path / "ckpt")
     assert_same_logits(gpt, hf_model)

@@ -10,7 +10,7 @@ from gptcli.cpu import has_native_bf16
 from gptcli.model.decode import forward_cached
 from gptcli.model.inference import for_inference
 
-from ..test_generate import every_variant, variant
+from ..helpers import every_variant, variant
 
 
 def both_paths(model, idx, step):
@@ -38,16 +38,27 @@ def test_flat_forward_equals_the_general_one(position, norm, placement, block):
     assert flat.dtype == torch.bfloat16 and torch.equal(flat, general)
 
 
-def test_a_placement_it_does_not_wire_runs_the_general_forward(monkeypatch):
-    model = variant("rope", "rmsnorm", "post")
-    monkeypatch.setattr("gptcli.model.decode.WIRED", ("pre",))
-    calls = []
-    model.register_forward_pre_hook(lambda *_: calls.append(1))
-    idx = torch.randint(30, (1, 4))
-    with torch.no_grad():
-        logits = forward_cached(model, idx, model.new_cache(1, 12))
-        expected, _ = model(idx, cache=model.new_cache(1, 12))
-    assert len(calls) == 2 and torch.equal(logits, expected)
+def test_a_new_placement_is_one_class_and_both_paths_run_its_wiring(monkeypatch):
+    """A placement registered with its wire() alone (here GPT-J's parallel block: attention and
+    MLP both read the block's input) samples through the cached path with the same logits."""
+    from gptcli.model.gpt import PLACEMENTS, Block
+
+    class ParallelBlock(Block):
+        @staticmethod
+        def wire(x, attend, ln_1, mlp, ln_2):
+            return x + attend(ln_1(x)) + mlp(ln_2(x))
+
+    monkeypatch.setitem(PLACEMENTS._items, "parallel", ParallelBlock)
+    model = variant("rope", "rmsnorm", "parallel")
+    idx = torch.randint(30, (2, 12), generator=torch.Generator().manual_seed(3))
+    general, flat = both_paths(model, idx, torch.no_grad)
+    assert torch.equal(flat, general)
+    pre = variant("rope", "rmsnorm", "pre")  # the same weights, wired otherwise
+    assert not torch.equal(pre(idx)[0], model(idx)[0])
+    # A placement that says nothing of its wiring fails at once, on either path.
+    monkeypatch.setitem(PLACEMENTS._items, "unwired", Block)
+    with pytest.raises(NotImplementedError, match="wire"):
+        variant("rope", "rmsnorm", "unwired")(idx)
 
 
 def test_a_model_in_training_mode_runs_the_general_forward():

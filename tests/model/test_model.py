@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from gptcli.config import ModelConfig
 from gptcli.model import GPT, count_params_formula
 from gptcli.model.norms import ReferenceLayerNorm
+from gptcli.model.positions import POSITIONS
 
 VOCAB = 50
 
@@ -158,16 +159,21 @@ def test_attention_with_a_learned_bias_matches_torch_and_gives_the_bias_its_grad
                 torch.testing.assert_close(a, b)
 
 
-@pytest.mark.parametrize("position", ["learned", "sincos", "rope", "alibi", "relative", "none"])
-def test_a_model_built_to_load_gives_the_loaded_weights_logits(position):
-    # Built without nn.init's fills, then loaded: the same logits as the model it came from,
-    # tables that are no weights (sincos, RoPE, ALiBi) included; nn.init is itself again.
-    fill = torch.nn.init.normal_
+@pytest.mark.parametrize("tied", [True, False])
+@pytest.mark.parametrize("position", POSITIONS.names())
+def test_a_model_built_to_load_gives_the_loaded_weights_logits(position, tied):
+    # Built on the meta device, then loaded: the same logits as the model it came from, tables
+    # that are no weights (sincos, RoPE, ALiBi) included, the head still tied where it was,
+    # and nothing drawn from the caller's RNG.
     torch.manual_seed(0)
-    cfg = tiny(position=position, norm="batchnorm" if position == "none" else "layernorm")
+    cfg = tiny(position=position, norm="batchnorm" if position == "none" else "layernorm",
+               tie_embeddings=tied)  # fmt: skip
     source = GPT(cfg, VOCAB).eval()
+    rng = torch.get_rng_state()
     built = GPT.to_load(cfg, VOCAB)
-    assert torch.nn.init.normal_ is fill
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert (built.lm_head.weight is built.wte.weight) == tied
+    assert all(t.device.type == "cpu" for t in built.state_dict().values())
     built.load_state_dict(source.state_dict())
     idx = torch.randint(VOCAB, (2, 16))
     assert torch.equal(built.eval()(idx)[0], source(idx)[0])

@@ -22,27 +22,43 @@ from gptcli.model.positions import (
     sincos_table,
 )
 
-from ..conftest import BLOCKS, REPO
+from ..conftest import REPO
+from ..helpers import block_options, covering_array, every_variant, factors
 
 VOCAB = 40
 POSITION_NAMES = POSITIONS.names()
 NORM_NAMES = NORMS.names()
-# The rest of the block (conftest.BLOCKS), one choice at a time, over every position x norm x
-# placement.
-GRID = list(itertools.product(POSITION_NAMES, NORM_NAMES, PLACEMENTS.names(), BLOCKS))
-ids = ["-".join(v) for v in GRID]
+# The variant tests run over a covering array of the registries (tests/helpers.py): every pair
+# of choices of two parts together at least once, every choice at least twice.
 
 
-def test_the_grid_is_complete():
-    assert set(POSITION_NAMES) == {"none", "sincos", "learned", "relative", "rope", "alibi"}
-    assert set(NORM_NAMES) == {"layernorm", "rmsnorm", "batchnorm", "none"}
+def test_the_grid_covers_every_registered_choice_pairwise():
+    choices = factors()
+    assert choices["position"] == POSITION_NAMES and choices["norm"] == NORM_NAMES
+    assert choices["placement"] == PLACEMENTS.names()
+    rows = covering_array(choices)
+    for a, b in itertools.combinations(choices, 2):
+        seen = {(row[a], row[b]) for row in rows}
+        assert seen == set(itertools.product(choices[a], choices[b])), (a, b)
+    for name, values in choices.items():
+        for value in values:
+            assert sum(row[name] == value for row in rows) >= 2, (name, value)
+    product = math.prod(len(v) for v in choices.values())
+    assert len(rows) <= product // 20  # 42 of 2,016 today
+    assert rows == covering_array(choices)  # the same grid every run
 
 
-def build(position, norm, placement="pre", block="mha", **kw):
+def test_a_covering_array_on_a_small_case():
+    rows = covering_array({"a": [0, 1, 2], "b": ["x", "y"], "c": [True, False]})
+    pairs = {(r["a"], r["b"]) for r in rows} | {(r["a"], r["c"]) for r in rows}
+    assert len(pairs) == 12 and len(rows) < 12
+
+
+def build(position, norm, placement="pre", block="mlp=standard:gelu,kv=4,qk=none", **kw):
     cfg = ModelConfig(
         n_layer=2, n_head=4, n_embd=32, block_size=16, position=position, norm=norm,
         norm_placement=placement, relative_buckets=8, relative_max_distance=16,
-        **BLOCKS[block], **kw,
+        **block_options(block), **kw,
     )  # fmt: skip
     torch.manual_seed(0)
     model = GPT(cfg, VOCAB)
@@ -66,7 +82,7 @@ def future_changes_past(model, training: bool) -> bool:
     return not torch.allclose(a[:, :t], b[:, :t], atol=1e-6, rtol=0)
 
 
-@pytest.mark.parametrize(("position", "norm", "placement", "block"), GRID, ids=ids)
+@every_variant
 def test_causal_in_eval_mode(position, norm, placement, block):
     model = build(position, norm, placement, block)
     if norm == "batchnorm":  # give the running statistics something to hold
@@ -75,13 +91,13 @@ def test_causal_in_eval_mode(position, norm, placement, block):
     assert not future_changes_past(model, training=False)
 
 
-@pytest.mark.parametrize(("position", "norm", "placement", "block"), GRID, ids=ids)
+@every_variant
 def test_causal_in_train_mode_except_batchnorm(position, norm, placement, block):
     model = build(position, norm, placement, block)
     assert future_changes_past(model, training=True) == (norm == "batchnorm")
 
 
-@pytest.mark.parametrize(("position", "norm", "placement", "block"), GRID, ids=ids)
+@every_variant
 def test_overfits_a_tiny_batch(position, norm, placement, block):
     model = build(position, norm, placement, block).train()
     g = torch.Generator().manual_seed(2)
@@ -101,12 +117,12 @@ def test_overfits_a_tiny_batch(position, norm, placement, block):
     assert min(losses[-5:]) < 2.0, losses[-5:]
 
 
-@pytest.mark.parametrize(("position", "norm", "placement", "block"), GRID, ids=ids)
+@every_variant
 def test_parameter_count_matches_the_formula(position, norm, placement, block):
     for bias, tie in [(True, True), (False, False)]:
         cfg = ModelConfig(
             n_layer=2, n_head=4, n_embd=32, block_size=16, position=position, norm=norm,
-            norm_placement=placement, bias=bias, tie_embeddings=tie, **BLOCKS[block],
+            norm_placement=placement, bias=bias, tie_embeddings=tie, **block_options(block),
         )  # fmt: skip
         with torch.device("meta"), warnings.catch_warnings():
             warnings.simplefilter("ignore")

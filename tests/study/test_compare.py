@@ -201,7 +201,8 @@ def test_a_table_into_a_pipe_or_file_is_never_cut(tmp_path, char_data):
 
 
 def test_the_plot_draws_the_metric_asked_for_and_names_every_dataset(runs, tmp_path, monkeypatch):
-    from gptcli.study import pictures, plots
+    from gptcli import pictures
+    from gptcli.study import plots
 
     drawn = []
     monkeypatch.setattr(pictures, "save", lambda fig, out: drawn.append(fig) or Path(out))

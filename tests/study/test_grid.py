@@ -5,17 +5,7 @@ from gptcli.errors import GptcliError
 from gptcli.study.grid import Grid, expand, load_grid, parse_seeds, parse_vary
 
 from ..conftest import REPO
-
-
-def base_config(tmp_path, data_dir):
-    path = tmp_path / "base.yaml"
-    path.write_text(yaml.safe_dump({
-        "data": {"dir": str(data_dir)},
-        "model": {"n_layer": 1, "n_head": 2, "n_embd": 16, "block_size": 16},
-        "train": {"batch_size": 4, "max_iters": 6, "eval_interval": 3, "eval_iters": 2,
-                  "warmup_iters": 1, "device": "cpu", "log_interval": 1},
-    }))  # fmt: skip
-    return path
+from ..helpers import base_config
 
 
 def test_grid_is_the_product_of_varied_keys_and_seeds(tmp_path, char_data):

@@ -23,8 +23,7 @@ from gptcli.cli import app
 from gptcli.study.launchers import finished_step
 
 from ..conftest import REPO
-from .test_grid import base_config
-from .test_sweep import statuses
+from ..helpers import base_config, statuses
 
 runner = CliRunner()
 TIMED = {"time", "tokens_per_sec", "mfu"}  # differ between any two runs
@@ -120,6 +119,7 @@ def test_options_of_one_backend_are_refused_on_the_other(tmp_path, char_data):
     assert not (tmp_path / "s").exists()
 
 
+@pytest.mark.slow
 def test_an_address_where_no_cluster_listens_is_one_line_at_once(tmp_path, char_data):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -19,7 +19,7 @@ from gptcli.study.sweep import Sweep
 
 from .. import browser
 from ..conftest import make_text
-from .test_grid import base_config
+from ..helpers import base_config
 
 PNG = b"\x89PNG\r\n\x1a\n"
 runner = CliRunner()
@@ -66,6 +66,7 @@ def make_report(study, tmp_path, *extra):
     return out
 
 
+@pytest.mark.slow
 def test_the_page_holds_the_study_and_needs_nothing_else(study, tmp_path):
     out = make_report(study, tmp_path)
     text = out.read_text(encoding="utf-8")
@@ -91,6 +92,7 @@ def test_the_page_holds_the_study_and_needs_nothing_else(study, tmp_path):
     assert "model.position" in text  # the grid
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (browser.CHROMIUM and browser.DRIVER), reason=browser.MISSING)
 def test_chromium_opens_the_page_decodes_every_picture_and_logs_no_error(study, tmp_path):
     pytest.importorskip("selenium", reason="selenium (a dev extra) is not installed")
@@ -119,6 +121,7 @@ def test_bad_input_is_one_line(study, tmp_path):
     assert not (empty / "report.html").exists()
 
 
+@pytest.mark.slow
 def test_runs_of_two_datasets_need_bits_per_byte(study, tmp_path):
     (tmp_path / "o.txt").write_text(make_text(500, seed=3), encoding="utf-8")
     other = prepare(input_path=tmp_path / "o.txt", tokenizer="char", out_dir=tmp_path / "od")

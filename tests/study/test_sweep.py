@@ -15,13 +15,9 @@ from gptcli.study.grid import Grid
 from gptcli.study.sweep import Sweep, finished_step
 
 from ..conftest import REPO
-from .test_grid import base_config
+from ..helpers import base_config, statuses
 
 runner = CliRunner()
-
-
-def statuses(out):
-    return {r["name"]: r["status"] for r in json.loads((out / "sweep.json").read_text())["runs"]}
 
 
 @pytest.mark.slow
@@ -103,6 +99,7 @@ def test_ctrl_c_stops_every_child_with_a_checkpoint_and_says_how_to_continue(tmp
         assert step is not None and 0 < step < 100000
 
 
+@pytest.mark.slow
 def test_jobs_go_to_the_least_busy_gpu_and_a_rerun_keeps_the_seconds(tmp_path, char_data,
                                                                        monkeypatch):  # fmt: skip
     from gptcli.study import launchers

@@ -10,11 +10,11 @@ import pytest
 import torch
 import yaml
 
+from gptcli import checkpoint
 from gptcli.config import TrainConfig, load_config
+from gptcli.device import cpu_threads
 from gptcli.errors import GptcliError
-from gptcli.training import checkpoint
 from gptcli.training.batches import micro_batches, step_share
-from gptcli.training.device import cpu_threads
 from gptcli.training.loop import train
 
 from ..conftest import REPO, tiny_config
@@ -165,11 +165,14 @@ def test_torchrun_on_a_shipped_config_splits_rows_and_matches_one_process(tmp_pa
 
 
 @pytest.mark.slow
+@pytest.mark.soak
 def test_torchrun_ends_cleanly_every_time(tmp_path):
     # A run used to end in SIGABRT about 1 time in 6 (issue 19): rank 1 tore its process group
-    # down and exited while rank 0 was still scoring the whole val split and saving. 18 runs
-    # miss a 1-in-6 failure with probability (5/6)^18 < 4%. A val split of ~50k tokens keeps
-    # rank 0's final evaluation as long as the window was.
+    # down and exited while rank 0 was still scoring the whole val split and saving. `make soak`
+    # runs it GPTCLI_SOAK_RUNS times (18 miss a 1-in-6 failure with probability (5/6)^18 < 4%;
+    # benchmarks/ddp_exits.py is the 50-run evidence); make test keeps 3, a smoke check that
+    # catches such a failure 42% of the time. A val split of ~50k tokens keeps rank 0's final
+    # evaluation as long as the window was.
     from gptcli.data.prepare import prepare
 
     from ..conftest import make_text
@@ -184,7 +187,7 @@ def test_torchrun_ends_cleanly_every_time(tmp_path):
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     command = [*torchrun, "-m", "gptcli", "train", "--config", str(config), "--force"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    for attempt in range(18):
+    for attempt in range(int(os.environ.get("GPTCLI_SOAK_RUNS", "3"))):
         done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True,
                               timeout=180)  # fmt: skip
         assert done.returncode == 0, (attempt, done.stderr[-3000:])

@@ -1,3 +1,4 @@
+
 """FusedAdamW: torch.optim.AdamW(fused=True)'s updates and state, without torch._dynamo."""
 
 import copy
@@ -5,6 +6,7 @@ import io
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from gptcli.config import ModelConfig, TrainConfig
@@ -75,6 +77,7 @@ def test_state_dicts_load_into_either_and_training_continues_identically():
     assert_same_params(a, c)
 
 
+@pytest.mark.slow
 def test_a_cpu_training_does_not_import_torch_dynamo(tmp_path, char_data):
     code = f"""
 import sys

@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from gptcli.training import checkpoint
+from gptcli import checkpoint
 from gptcli.training.loop import train
 from gptcli.training.signals import StopSignal
 

@@ -6,12 +6,11 @@ import pytest
 import torch
 import yaml
 
-from gptcli import cpu
+from gptcli import checkpoint, cpu
 from gptcli.config import ModelConfig, TrainConfig
+from gptcli.device import resolve_device, resolve_precision
 from gptcli.errors import GptcliError
 from gptcli.model import GPT
-from gptcli.training import checkpoint
-from gptcli.training.device import resolve_device, resolve_precision
 from gptcli.training.loop import train
 from gptcli.training.mfu import flops_per_token, peak_flops
 from gptcli.training.optim import lr_at, make_optimizer
@@ -184,6 +183,7 @@ def test_mfu_estimate(monkeypatch):
     assert peak_flops(torch.device("cuda"), "fp32") == 19.5e12
 
 
+@pytest.mark.slow
 def test_tokens_per_sec_leaves_out_the_first_step(tmp_path, char_data, monkeypatch):
     """The first step carries compilation and warm-up; the summary's tokens/s and MFU do not."""
     from gptcli.training.loop import Loop

@@ -48,6 +48,7 @@ def tracked(history):
             for step, row in history.items()}  # fmt: skip
 
 
+@pytest.mark.slow
 def test_wandb_mirrors_metrics_config_and_final_scores_offline(tmp_path, char_data):
     sweep = tmp_path / "positions"
     sweep.mkdir()

@@ -25,11 +25,11 @@ from typing import Any
 import torch
 
 from gptcli import atomic
+from gptcli.checkpoint import formats
 from gptcli.config import Config, config_from_dict
 from gptcli.data.tokenizers import Tokenizer, tokenizer_from_spec
 from gptcli.errors import GptcliError, first_line
 from gptcli.model import GPT, check_config
-from gptcli.training import formats
 
 POINTER = "checkpoints.json"
 MODEL_FILE = "model.pt"

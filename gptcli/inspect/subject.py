@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from gptcli import checkpoint
 from gptcli.config import ModelConfig
 from gptcli.data.tokenizers import Tokenizer
 from gptcli.model import GPT
-from gptcli.training import checkpoint
 
 
 @dataclass
@@ -42,8 +42,8 @@ def variant_line(mc: ModelConfig) -> str:
 
 def load_subject(path: str | Path, which: str = "best") -> Subject:
     """A checkpoint's model on the CPU in eval mode (pictures need no GPU)."""
+    from gptcli.checkpoint import load_model
     from gptcli.evaluate import run_dir_of
-    from gptcli.training.checkpoint import load_model
 
     model, tokenizer, ckpt = load_model(path, which, "cpu")
     return Subject(model, tokenizer, ckpt, run_dir_of(ckpt.dir))

@@ -8,13 +8,13 @@ from typer.testing import CliRunner
 
 from gptcli.cli import app
 from gptcli.config import ModelConfig
+from gptcli.inspect.attention_maps import attention_weights
+from gptcli.inspect.norm_leak import measure_leak
+from gptcli.inspect.params import param_report
+from gptcli.inspect.position_maps import position_view
 from gptcli.model import GPT, count_params_formula
 from gptcli.model.norms import NORMS
 from gptcli.model.positions import POSITIONS, alibi_slopes
-from gptcli.study.attention_maps import attention_weights
-from gptcli.study.norm_leak import measure_leak
-from gptcli.study.params import param_report
-from gptcli.study.position_maps import position_view
 from gptcli.training.loop import train
 
 from ..conftest import tiny_config
@@ -129,6 +129,7 @@ def test_norm_leak_probe_sees_batchnorm_read_the_future(char_data):
     assert all(torch.equal(a, b) for a, b in zip(before, model.buffers(), strict=True))
 
 
+@pytest.mark.slow
 def test_inspect_command_draws_every_subject(tmp_path, char_data):
     run = trained(tmp_path, char_data, "alibi", position="alibi")
     for subject, extra in (("attention", ["--prompt", "The cat"]), ("positions", []),
@@ -210,6 +211,7 @@ def test_positions_json_is_strict_json_for_bias_schemes(tmp_path, char_data):
     assert done.exit_code == 2 and "--vocab-size must be at least 1" in done.output
 
 
+@pytest.mark.slow
 def test_inspect_marks_which_heads_share_a_key_value_head(tmp_path, char_data):
     run = trained(tmp_path, char_data, "gqa", n_head=4, n_kv_head=2)
     done = runner.invoke(app, ["inspect", "attention", "--checkpoint", str(run), "--prompt",

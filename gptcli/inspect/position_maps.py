@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gptcli import pictures
 from gptcli.model import GPT
-from gptcli.study import pictures
 
 NOTHING = (
     "position 'none': nothing to draw; the causal mask alone tells the model the order (each "

@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gptcli import pictures
 from gptcli.data.dataset import TokenDataset
 from gptcli.model import GPT
 from gptcli.model.norms import NORMS
-from gptcli.study import pictures
 
 BATCHES = 4
 PROBED_POSITIONS = 16

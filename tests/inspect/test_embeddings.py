@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 from gptcli.cli import app
 from gptcli.data.prepare import prepare
 from gptcli.errors import GptcliError
-from gptcli.study import embeddings as em
-from gptcli.study.inspection import embeddings, load_subject
+from gptcli.inspect import embeddings as em
+from gptcli.inspect.inspection import embeddings, load_subject
 from gptcli.training.loop import train
 
 from ..conftest import make_text, needs_gpt2, tiny_config
@@ -137,6 +137,7 @@ def test_a_trained_bpe_model_maps_its_word_tokens(tmp_path):
     assert names == ["\u2423the", "\u2423red"]  # spaces shown as ␣
 
 
+@pytest.mark.slow
 @needs_gpt2
 def test_a_gpt2_tokenizer_model_shows_its_frequent_tokens(tmp_path):
     run = bpe_run(tmp_path, "gpt2")
@@ -148,7 +149,7 @@ def test_a_gpt2_tokenizer_model_shows_its_frequent_tokens(tmp_path):
 
 
 def test_labels_that_look_like_tex_are_drawn_as_text(tmp_path):
-    from gptcli.study import attention_maps
+    from gptcli.inspect import attention_maps
 
     labels = ["$\\frac{$", "$x$", "a"]  # the first is broken TeX: mathtext would raise
     points, share = em.pca_map(planted(3, 4, 3), [0, 1, 2])

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from gptcli.errors import GptcliError
-from gptcli.study.subject import Subject, load_subject
+from gptcli.inspect.subject import Subject, load_subject
 
 SUBJECTS = ("params", "attention", "positions", "norm-leak", "embeddings")
 
@@ -28,7 +28,7 @@ def params_of(checkpoint: Path | None, config: Path | None, which: str = "best",
               sets: list[str] | None = None, vocab_size: int | None = None):  # fmt: skip
     """The parameter report of a checkpoint, or of a config before any training (built on the
     meta device, so even a large model costs no memory)."""
-    from gptcli.study.params import param_report
+    from gptcli.inspect.params import param_report
 
     if (checkpoint is None) == (config is None):
         raise GptcliError("give --checkpoint RUN or --config FILE (one of them)")
@@ -59,7 +59,7 @@ def _vocab_of(data_dir: str) -> int:
 
 def attention(subject: Subject, prompt: str, out: Path | None, layer: int | None,
               head: int | None) -> Finding:  # fmt: skip
-    from gptcli.study import attention_maps as am
+    from gptcli.inspect import attention_maps as am
 
     mc = subject.model.cfg
     am.check_index("layer", layer, mc.n_layer)
@@ -80,7 +80,7 @@ def attention(subject: Subject, prompt: str, out: Path | None, layer: int | None
 
 
 def positions(subject: Subject, out: Path | None) -> Finding:
-    from gptcli.study import position_maps as pm
+    from gptcli.inspect import position_maps as pm
 
     view = pm.position_view(subject.model)
     if view.scheme == "none":
@@ -102,7 +102,7 @@ def _nulls(value):
 def norm_leak(subject: Subject, out: Path | None, data_dir: Path | None) -> Finding:
     from gptcli.data.dataset import TokenDataset
     from gptcli.evaluate import check_same_tokenizer
-    from gptcli.study import norm_leak as nl
+    from gptcli.inspect import norm_leak as nl
 
     ckpt = subject.ckpt
     data = TokenDataset(data_dir or ckpt.config.data.dir)
@@ -127,7 +127,7 @@ def norm_leak(subject: Subject, out: Path | None, data_dir: Path | None) -> Find
 
 def embeddings(subject: Subject, tokens: str | None, top: int, k: int, out: Path | None,
                data_dir: Path | None) -> Finding:  # fmt: skip
-    from gptcli.study import embeddings as em
+    from gptcli.inspect import embeddings as em
 
     if top < 2 or k < 1:
         raise GptcliError(f"--top must be at least 2 and --neighbours at least 1 ({top}, {k})")
@@ -169,7 +169,7 @@ def _counts(subject: Subject, data_dir: Path | None):
     """Token counts for "most frequent", and the words saying where they came from."""
     from gptcli.data.dataset import TokenDataset
     from gptcli.evaluate import check_same_tokenizer
-    from gptcli.study import embeddings as em
+    from gptcli.inspect import embeddings as em
 
     where = data_dir or Path(subject.ckpt.config.data.dir)
     try:

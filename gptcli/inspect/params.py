@@ -12,10 +12,10 @@ from typing import Any
 
 import torch.nn as nn
 
+from gptcli.inspect.subject import variant_line
 from gptcli.model import GPT
 from gptcli.model.mlp import hidden_size
 from gptcli.model.norms import NORMS
-from gptcli.study.subject import variant_line
 
 PARTS = ("token embedding", "positions", "attention", "mlp", "norms", "lm head")
 

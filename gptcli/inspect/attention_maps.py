@@ -15,10 +15,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from gptcli import pictures
 from gptcli.errors import GptcliError
 from gptcli.model import GPT
 from gptcli.model.positions import causal_mask
-from gptcli.study import pictures
 
 # Above this many tokens the axis labels overlap and are left off.
 MAX_LABELLED = 40

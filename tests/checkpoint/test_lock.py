@@ -11,20 +11,20 @@ import time
 import pytest
 from typer.testing import CliRunner
 
-from gptcli import lock
+from gptcli.checkpoint import lock
 from gptcli.cli import app
 from gptcli.errors import GptcliError
 from gptcli.study.grid import Grid
 from gptcli.study.sweep import Sweep
 from gptcli.training.loop import train
 
-from .conftest import REPO, tiny_config
-from .study.test_grid import base_config
+from ..conftest import REPO, tiny_config
+from ..helpers import base_config
 
 runner = CliRunner()
 
 HOLDER = (
-    "import sys, time; from gptcli import lock\n"
+    "import sys, time; from gptcli.checkpoint import lock\n"
     "with lock.hold(sys.argv[1]):\n"
     "    print('held', flush=True); time.sleep(120)\n"
 )
@@ -46,6 +46,7 @@ def test_a_lock_is_reentrant_in_its_process_and_released_after(tmp_path):
     assert lock.holder_of(tmp_path / "d") is None
 
 
+@pytest.mark.slow
 def test_a_second_process_is_refused_and_a_killed_holder_never_blocks(tmp_path, char_data):
     run = tmp_path / "run"
     cfg = tiny_config(char_data, run, train={"max_iters": 2, "eval_interval": 2})

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
+from gptcli import pictures
 from gptcli.errors import GptcliError
+from gptcli.inspect.attention_maps import token_label
 from gptcli.model import GPT
-from gptcli.study import pictures
-from gptcli.study.attention_maps import token_label
 
 # Frequencies are counted on at most this many tokens of the train split: enough to rank a
 # 50k vocabulary, and a bounded read of a large dataset.

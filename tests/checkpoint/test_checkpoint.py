@@ -4,9 +4,9 @@ import pickle
 import pytest
 import torch
 
+from gptcli import checkpoint
+from gptcli.checkpoint import load_model
 from gptcli.errors import GptcliError
-from gptcli.training import checkpoint
-from gptcli.training.checkpoint import load_model
 from gptcli.training.loop import train
 
 from ..conftest import tiny_config
@@ -27,6 +27,7 @@ def test_run_dir_keeps_only_latest_and_best(run):
     assert not [p for p in run.iterdir() if ".tmp-" in p.name]
 
 
+@pytest.mark.slow
 def test_load_model_round_trip(run):
     model, tok, ckpt = load_model(run, "latest")
     state = torch.load(run / "step-0000020" / "model.pt", weights_only=True)

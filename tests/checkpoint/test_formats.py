@@ -11,10 +11,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from gptcli import checkpoint
+from gptcli.checkpoint import formats, load_model
 from gptcli.cli import app
 from gptcli.errors import GptcliError
-from gptcli.training import checkpoint, formats
-from gptcli.training.checkpoint import load_model
 from gptcli.training.loop import train
 
 from ..conftest import tiny_config

@@ -1,6 +1,7 @@
 """End to end through the real command line: prepare -> train -> sample, and its failures."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -136,10 +137,27 @@ def test_python_dash_m_entry_point():
         assert command in out.stdout
 
 
-@pytest.mark.parametrize("command", ["prepare", "train", "sample"])
-def test_each_command_has_help(command):
-    result = invoke(command, "--help")
-    assert result.exit_code == 0 and "Usage" in result.output
+def commands() -> dict:
+    import typer.main
+
+    from gptcli.cli import app
+
+    group = typer.main.get_command(app)
+    return {name: group.get_command(None, name) for name in group.list_commands(None)}
+
+
+def test_every_command_has_help_naming_each_of_its_options():
+    found = commands()
+    assert {"prepare", "train", "sample", "eval", "sweep", "compare", "report", "inspect",
+            "export", "convert"} <= set(found)  # fmt: skip
+    for name, command in found.items():
+        result = invoke(name, "--help")
+        assert result.exit_code == 0, name
+        assert re.search(rf"Usage: \S+ {name} ", " ".join(result.output.split())), name
+        for param in command.params:
+            for opt in (o for o in param.opts if o.startswith("--")):
+                assert opt in result.output, f"{name} --help does not show {opt}"
+        assert command.help and command.help.split()[0] in result.output, name
 
 
 @pytest.fixture(scope="module")

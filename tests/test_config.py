@@ -1,8 +1,9 @@
 from pathlib import Path
 
 import pytest
+import yaml
 
-from gptcli.config import Config, ModelConfig, load_config, reference
+from gptcli.config import Config, ModelConfig, config_from_dict, load_config, reference
 from gptcli.errors import GptcliError
 from gptcli.model import check_config, choices
 
@@ -27,6 +28,14 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_every_shipped_config_loads(path):
     cfg = load_checked(path)
     assert isinstance(cfg, Config)
+    # Every key the file sets is the config's value (none dropped or renamed on the way), and
+    # the config round-trips through its dict form (what a checkpoint stores).
+    raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    for section, values in raw.items():
+        for key, value in values.items():
+            assert getattr(getattr(cfg, section), key) == value, f"{section}.{key}"
+    assert config_from_dict(cfg.to_dict()) == cfg
+    assert cfg.data.dir and cfg.train.out_dir.startswith("out/")
 
 
 def test_shipped_cpu_recipe_matches_nanogpt():

@@ -13,20 +13,24 @@ from gptcli.model.gpt import GPT, PLACEMENTS, count_params_formula
 from gptcli.model.mlp import ACTIVATIONS, MLPS, hidden_size
 from gptcli.model.norms import NORMS
 from gptcli.model.positions import POSITIONS
+from gptcli.registry import Registry
 
-__all__ = ["GPT", "check_config", "choices", "count_params_formula"]
+__all__ = ["GPT", "REGISTRIES", "check_config", "choices", "count_params_formula"]
+
+# Each model key a registry names the choices of, and the registry (entries answer Part).
+REGISTRIES: dict[str, Registry] = {
+    "position": POSITIONS,
+    "norm": NORMS,
+    "norm_placement": PLACEMENTS,
+    "activation": ACTIVATIONS,
+    "qk_norm": QK_NORMS,
+    "mlp": MLPS,
+}
 
 
 def choices() -> dict[str, list[str]]:
     """The registered names each model key accepts."""
-    return {
-        "model.position": POSITIONS.names(),
-        "model.norm": NORMS.names(),
-        "model.norm_placement": PLACEMENTS.names(),
-        "model.activation": ACTIVATIONS.names(),
-        "model.qk_norm": QK_NORMS.names(),
-        "model.mlp": MLPS.names(),
-    }
+    return {f"model.{key}": registry.names() for key, registry in REGISTRIES.items()}
 
 
 def check_config(mc: ModelConfig) -> None:

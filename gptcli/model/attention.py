@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from gptcli.config import ModelConfig
 from gptcli.model.norms import RMSNorm
 from gptcli.model.positions import PositionScheme, causal_mask
-from gptcli.registry import Registry
+from gptcli.registry import PART, Registry
 
 
 class LayerKV:
@@ -126,7 +126,7 @@ def _written_out(q, k, v, bias: torch.Tensor, dropout: float) -> torch.Tensor:
     return F.dropout(scores.softmax(dim=-1), dropout) @ v
 
 
-QK_NORMS: Registry[type[nn.Module]] = Registry("qk norm")
+QK_NORMS: Registry[type[nn.Module]] = Registry("qk norm", PART)
 
 
 @QK_NORMS.register("none")
@@ -134,8 +134,10 @@ class NoQKNorm(nn.Identity):
     def __init__(self, head_dim: int):
         super().__init__()
 
+    config_keys = ()
+
     @classmethod
-    def num_params(cls, head_dim: int) -> int:
+    def num_params(cls, cfg: ModelConfig) -> int:
         return 0
 
 
@@ -147,9 +149,11 @@ class QKRMSNorm(RMSNorm):
     def __init__(self, head_dim: int):
         super().__init__(head_dim, bias=False)
 
+    config_keys = ()
+
     @classmethod
-    def num_params(cls, head_dim: int) -> int:
-        return head_dim
+    def num_params(cls, cfg: ModelConfig) -> int:
+        return cfg.n_embd // cfg.n_head  # one weight per head channel, shared by the heads
 
 
 class CausalSelfAttention(nn.Module):
@@ -176,7 +180,7 @@ class CausalSelfAttention(nn.Module):
         C, b = cfg.n_embd, int(cfg.bias)
         head_dim = C // cfg.n_head
         qkv = C + 2 * cfg.kv_heads * head_dim
-        norms = 2 * QK_NORMS[cfg.qk_norm].num_params(head_dim)
+        norms = 2 * QK_NORMS[cfg.qk_norm].num_params(cfg)
         return C * qkv + qkv * b + C * C + C * b + norms
 
     def qkv(self, x: torch.Tensor, positions: PositionScheme, start: int):

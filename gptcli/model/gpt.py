@@ -9,12 +9,12 @@ import torch.nn.functional as F
 
 from gptcli.config import ModelConfig
 from gptcli.model.attention import CausalSelfAttention, LayerKV, ScoreBias
-from gptcli.model.mlp import MLPS, hidden_size
+from gptcli.model.mlp import MLPS
 from gptcli.model.norms import NORMS
 from gptcli.model.positions import POSITIONS, PositionScheme
-from gptcli.registry import Registry
+from gptcli.registry import PART, Registry
 
-PLACEMENTS: Registry[type["Block"]] = Registry("norm placement")
+PLACEMENTS: Registry[type["Block"]] = Registry("norm placement", PART)
 Sublayer = Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -32,6 +32,12 @@ class Block(nn.Module):
 
     # Whether the model needs a norm after the last block (pre-norm leaves the stream raw).
     final_norm = True
+    config_keys: tuple[str, ...] = ()
+
+    @classmethod
+    def num_params(cls, cfg: ModelConfig) -> int:
+        """What the placement adds beyond its blocks: the final norm, where it has one."""
+        return NORMS[cfg.norm].num_params(cfg) if cls.final_norm else 0
 
     @staticmethod
     def wire(x: torch.Tensor, attend: Sublayer, ln_1: Sublayer, mlp: Sublayer,
@@ -175,11 +181,10 @@ class GPT(nn.Module):
 def count_params_formula(cfg: ModelConfig, vocab_size: int) -> int:
     """The parameter count the config implies, from each part's own formula."""
     C, L = cfg.n_embd, cfg.n_layer
-    norm = NORMS[cfg.norm].num_params(C, cfg.bias)
+    norm = NORMS[cfg.norm].num_params(cfg)
     attn = CausalSelfAttention.num_params(cfg)
-    mlp = MLPS[cfg.mlp].num_params(C, hidden_size(cfg), cfg.bias)
+    mlp = MLPS[cfg.mlp].num_params(cfg)
     per_block = 2 * norm + attn + mlp
     embeddings = vocab_size * C + POSITIONS[cfg.position].num_params(cfg)
     head = 0 if cfg.tie_embeddings else vocab_size * C
-    final = norm if PLACEMENTS[cfg.norm_placement].final_norm else 0
-    return embeddings + L * per_block + final + head
+    return embeddings + L * per_block + PLACEMENTS[cfg.norm_placement].num_params(cfg) + head

@@ -6,14 +6,35 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from gptcli.config import ModelConfig
-from gptcli.registry import Registry
+from gptcli.registry import PART, Registry
 
-ACTIVATIONS: Registry[type[nn.Module]] = Registry("activation")
-ACTIVATIONS.register("gelu")(nn.GELU)
-ACTIVATIONS.register("relu")(nn.ReLU)
-ACTIVATIONS.register("silu")(nn.SiLU)
+ACTIVATIONS: Registry[type[nn.Module]] = Registry("activation", PART)
+MLPS: Registry[type[nn.Module]] = Registry("mlp", PART)
 
-MLPS: Registry[type[nn.Module]] = Registry("mlp")
+
+class Activation:
+    """An activation holds no parameters and reads no config keys."""
+
+    config_keys: tuple[str, ...] = ()
+
+    @classmethod
+    def num_params(cls, cfg: ModelConfig) -> int:
+        return 0
+
+
+@ACTIVATIONS.register("gelu")
+class GELU(Activation, nn.GELU):
+    """Exact GELU (nanoGPT's nn.GELU)."""
+
+
+@ACTIVATIONS.register("relu")
+class ReLU(Activation, nn.ReLU):
+    pass
+
+
+@ACTIVATIONS.register("silu")
+class SiLU(Activation, nn.SiLU):
+    pass
 
 # A gated MLP's hidden width is rounded to a multiple of this (Llama rounds to 256, too coarse
 # for the small models gptcli trains; 8 keeps matrix shapes friendly to vector units).
@@ -21,7 +42,7 @@ GATED_MULTIPLE = 8
 
 
 @ACTIVATIONS.register("gelu_tanh")
-class GELUTanh(nn.GELU):
+class GELUTanh(Activation, nn.GELU):
     """GPT-2's GELU: the tanh approximation."""
 
     def __init__(self):
@@ -29,7 +50,7 @@ class GELUTanh(nn.GELU):
 
 
 @ACTIVATIONS.register("relu2")
-class ReLUSquared(nn.Module):
+class ReLUSquared(Activation, nn.Module):
     """relu(x)^2 (Primer; So et al., 2021)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -63,9 +84,12 @@ class MLP(nn.Module):
         self.c_proj = nn.Linear(hidden, cfg.n_embd, bias=cfg.bias)
         self.dropout = nn.Dropout(cfg.dropout)
 
+    config_keys = ("activation", "mlp_ratio", "mlp_hidden", "bias")
+
     @classmethod
-    def num_params(cls, dim: int, hidden: int, bias: bool) -> int:
-        return 2 * dim * hidden + (hidden + dim) * int(bias)
+    def num_params(cls, cfg: ModelConfig) -> int:
+        dim, hidden, bias = cfg.n_embd, hidden_size(cfg), int(cfg.bias)
+        return 2 * dim * hidden + (hidden + dim) * bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.c_proj(self.act(self.c_fc(x)))
@@ -88,9 +112,12 @@ class GatedMLP(nn.Module):
         self.c_proj = nn.Linear(hidden, cfg.n_embd, bias=cfg.bias)
         self.dropout = nn.Dropout(cfg.dropout)
 
+    config_keys = ("mlp_ratio", "mlp_hidden", "bias")
+
     @classmethod
-    def num_params(cls, dim: int, hidden: int, bias: bool) -> int:
-        return 3 * dim * hidden + (2 * hidden + dim) * int(bias)
+    def num_params(cls, cfg: ModelConfig) -> int:
+        dim, hidden, bias = cfg.n_embd, hidden_size(cfg), int(cfg.bias)
+        return 3 * dim * hidden + (2 * hidden + dim) * bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate, up = self.c_fc(x).chunk(2, dim=-1)

@@ -4,9 +4,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from gptcli.registry import Registry
+from gptcli.config import ModelConfig
+from gptcli.registry import PART, Registry
 
-NORMS: Registry[type[nn.Module]] = Registry("norm")
+NORMS: Registry[type[nn.Module]] = Registry("norm", PART)
 
 
 class CausalLeakWarning(UserWarning):
@@ -44,9 +45,11 @@ class ReferenceLayerNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
         self.bias = nn.Parameter(torch.zeros(dim)) if bias else None
 
+    config_keys = ("bias",)
+
     @classmethod
-    def num_params(cls, dim: int, bias: bool) -> int:
-        return dim * (1 + int(bias))
+    def num_params(cls, cfg: ModelConfig) -> int:
+        return cfg.n_embd * (1 + int(cfg.bias))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xf = x.float()
@@ -79,9 +82,11 @@ class ReferenceRMSNorm(nn.Module):
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(dim))
 
+    config_keys = ()
+
     @classmethod
-    def num_params(cls, dim: int, bias: bool) -> int:
-        return dim
+    def num_params(cls, cfg: ModelConfig) -> int:
+        return cfg.n_embd
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xf = x.float()
@@ -117,9 +122,11 @@ class BatchNorm(nn.Module):
         self.register_buffer("running_mean", torch.zeros(dim))
         self.register_buffer("running_var", torch.ones(dim))
 
+    config_keys = ("bias",)
+
     @classmethod
-    def num_params(cls, dim: int, bias: bool) -> int:
-        return dim * (1 + int(bias))
+    def num_params(cls, cfg: ModelConfig) -> int:
+        return cfg.n_embd * (1 + int(cfg.bias))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, x.shape[-1]).float()
@@ -143,8 +150,10 @@ class NoNorm(nn.Module):
     def __init__(self, dim: int, bias: bool = True):
         super().__init__()
 
+    config_keys = ()
+
     @classmethod
-    def num_params(cls, dim: int, bias: bool) -> int:
+    def num_params(cls, cfg: ModelConfig) -> int:
         return 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -18,9 +18,9 @@ import torch
 import torch.nn as nn
 
 from gptcli.config import ModelConfig
-from gptcli.registry import Registry
+from gptcli.registry import PART, Registry
 
-POSITIONS: Registry[type[PositionScheme]] = Registry("position scheme")
+POSITIONS: Registry[type[PositionScheme]] = Registry("position scheme", PART)
 
 
 def causal_mask(t_q: int, t_k: int, device: torch.device) -> torch.Tensor:
@@ -52,6 +52,7 @@ class PositionScheme(nn.Module):
     max_len: int | None = None
     # Whether attn_bias adds to the scores (beyond the causal mask).
     biases_scores = False
+    config_keys: tuple[str, ...] = ()
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -85,6 +86,8 @@ class PositionScheme(nn.Module):
 @POSITIONS.register("learned")
 class LearnedPositions(PositionScheme):
     """GPT-2's wpe (and ViT's): one trainable vector per absolute position."""
+
+    config_keys = ("block_size",)
 
     def __init__(self, cfg: ModelConfig):
         super().__init__(cfg)
@@ -125,6 +128,8 @@ class SinCosPositions(PositionScheme):
     """Constant absolute positions, SINCOS_SCALE x the sin/cos table; no parameters. The table
     covers block_size and grows on demand, since the formula defines every position."""
 
+    config_keys = ("block_size",)
+
     def __init__(self, cfg: ModelConfig):
         super().__init__(cfg)
         self.register_buffer("table", sincos_table(cfg.block_size, cfg.n_embd), persistent=False)
@@ -143,6 +148,8 @@ class RotaryPositions(PositionScheme):
     The dot product of a rotated query and key then depends only on their distance. The
     half-split pairing (as GPT-NeoX and LLaMA) keeps the halves contiguous.
     """
+
+    config_keys = ("rope_base", "block_size")
 
     def __init__(self, cfg: ModelConfig):
         super().__init__(cfg)
@@ -228,6 +235,8 @@ class RelativePositionBias(PositionScheme):
     half the buckets hold exact distances 0, 1, 2, ..., the rest are log-spaced up to
     relative_max_distance, beyond which all distances share the last bucket. One table is
     shared by all layers, as in T5."""
+
+    config_keys = ("relative_buckets", "relative_max_distance")
 
     biases_scores = True
 

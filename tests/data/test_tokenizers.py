@@ -69,9 +69,24 @@ def test_gpt2_round_trips_any_text(text):
 @needs_gpt2
 def test_gpt2_decode_of_a_cut_multibyte_character_does_not_crash():
     tok = GPT2Tokenizer()
-    ids = tok.encode("好🙂")
+    text = "好🙂"
+    ids = tok.encode(text)
+    assert_cuts_decode_as_far_as_whole(tok, text, ids)
+
+
+def assert_cuts_decode_as_far_as_whole(tok, text, ids):
+    """Each prefix of ids decodes to the text's whole characters so far, and a cut character to
+    U+FFFD (no exception, nothing invented); some prefix does cut one."""
+    cut_one = False
     for cut in range(len(ids) + 1):
-        assert isinstance(tok.decode(ids[:cut]), str)
+        raw = tok.decode_bytes(ids[:cut])
+        assert text.encode("utf-8").startswith(raw)
+        decoded = tok.decode(ids[:cut])
+        assert decoded == raw.decode("utf-8", errors="replace")
+        whole = decoded.rstrip("\ufffd")
+        assert text.startswith(whole) and len(decoded) - len(whole) <= len(raw)
+        cut_one |= whole != decoded
+    assert cut_one and tok.decode(ids) == text
 
 
 # --- the trained byte-level BPE ------------------------------------------------------------
@@ -106,10 +121,10 @@ def test_bpe_round_trips_any_text(text):
 
 
 def test_bpe_decode_of_a_cut_multibyte_character_does_not_crash():
-    ids = BPE.encode("好🙂👍🏽")
+    text = "好🙂👍🏽"
+    ids = BPE.encode(text)
     assert len(ids) > 3  # none of these is one token, so some token cuts a character
-    for cut in range(len(ids) + 1):
-        assert isinstance(BPE.decode(ids[:cut]), str)
+    assert_cuts_decode_as_far_as_whole(BPE, text, ids)
 
 
 def test_bpe_spec_rebuilds_the_same_tokenizer():

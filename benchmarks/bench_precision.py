@@ -23,6 +23,7 @@ import tempfile
 import time
 
 import torch
+from bench_variants import step_time  # this folder is on the path when a script runs
 
 from gptcli import autotune, cpu
 from gptcli.config import ModelConfig
@@ -36,17 +37,6 @@ RECIPE = ModelConfig(n_layer=4, n_head=4, n_embd=128, block_size=64, bias=False,
                      activation="gelu")  # fmt: skip
 SAMPLING = ModelConfig(n_layer=6, n_head=6, n_embd=384, block_size=1024, bias=False)
 VOCAB = 65
-
-
-def train_seconds(model, opt, x, y, precision: str, steps: int = 20) -> float:
-    start = time.perf_counter()
-    for _ in range(steps):
-        with autocast(x.device, precision):
-            _, loss = model(x, y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    return (time.perf_counter() - start) / steps
 
 
 def token_seconds(model, precision: str, tokens: int = 300) -> float:
@@ -74,10 +64,10 @@ def training_case(rounds: int) -> tuple[dict[str, float], str, float]:
     x, y = (torch.randint(VOCAB, (12, RECIPE.block_size), generator=g) for _ in range(2))
     times = {p: [] for p in models}
     for p in models:
-        train_seconds(models[p], opts[p], x, y, p, 3)  # warm-up
+        step_time(models[p], opts[p], x, y, 3, p)  # warm-up
     for _ in range(rounds):
         for p in models:
-            times[p].append(train_seconds(models[p], opts[p], x, y, p))
+            times[p].append(step_time(models[p], opts[p], x, y, 20, p))
     cpu_dev = torch.device("cpu")
     choice, cost = decided(lambda: train_precision("auto", GPT(RECIPE, VOCAB), 12, cpu_dev))
     return {p: statistics.median(t) for p, t in times.items()}, choice, cost

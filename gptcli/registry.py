@@ -2,8 +2,9 @@
 
 A model part's registry (positions, norms, placements, QK-norms, MLPs, activations) asks every
 entry the same questions, declared by Part: how many parameters one of it holds under a config,
-and which config keys it reads besides its own. Registering a class that cannot answer them is
-refused at import, so a new entry is one class, one registration and its README row."""
+which config keys it reads besides its own, and what it exports as. Registering a class that
+cannot answer them is refused at import, so a new entry is one class, one registration and its
+README row."""
 
 from __future__ import annotations
 
@@ -21,6 +22,9 @@ class Part(Protocol):
 
     # ModelConfig keys it reads beyond the one that names it (rope: rope_base).
     config_keys: ClassVar[tuple[str, ...]]
+    # Its name in a transformers config.json (gelu_tanh: "gelu_new"; swiglu: its gate's "silu");
+    # None where transformers says it by the architecture alone, or cannot say it.
+    exports_as: ClassVar[str | None]
 
     @classmethod
     def num_params(cls, cfg: ModelConfig) -> int:
@@ -28,7 +32,7 @@ class Part(Protocol):
         ...
 
 
-PART = ("config_keys", "num_params")
+PART = ("config_keys", "exports_as", "num_params")
 
 
 class Registry(Generic[T]):

@@ -19,11 +19,12 @@ from gptcli.interop.families import (
     require,
     require_int,
 )
+from gptcli.model.mlp import ACTIVATIONS as ACTIVATION_CLASSES
 from gptcli.model.mlp import hidden_size
 
-# gptcli's activations -> transformers' names; gelu_new is GPT-2's own tanh approximation.
-ACTIVATIONS = {"gelu_tanh": "gelu_new", "gelu": "gelu", "relu": "relu", "silu": "silu",
-               "relu2": "relu2"}  # fmt: skip
+# gptcli's activations -> transformers' names (each activation's exports_as).
+ACTIVATIONS = {name: ACTIVATION_CLASSES[name].exports_as for name in ACTIVATION_CLASSES.names()
+               if ACTIVATION_CLASSES[name].exports_as}  # fmt: skip
 # ... and back, with transformers' other name for the tanh approximation.
 FROM_HF = {**{v: k for k, v in ACTIVATIONS.items()}, "gelu_pytorch_tanh": "gelu_tanh"}
 

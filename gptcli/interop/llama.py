@@ -19,11 +19,11 @@ from gptcli.interop.families import (
     require,
     require_int,
 )
-from gptcli.model.mlp import hidden_size
+from gptcli.model.mlp import MLPS, hidden_size
 
 RMS_EPS = 1e-5  # gptcli's RMSNorm
-# gptcli's gated MLPs -> the activation of transformers' gated MLP.
-GATED = {"swiglu": "silu", "geglu": "gelu"}
+# gptcli's gated MLPs -> the activation of transformers' gated MLP (each one's exports_as).
+GATED = {name: MLPS[name].exports_as for name in MLPS.names() if MLPS[name].gated}
 _FROM_HF = {v: k for k, v in GATED.items()}
 
 _FIXED = (("position", "rope"), ("norm", "rmsnorm"), ("norm_placement", "pre"))

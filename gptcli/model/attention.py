@@ -131,6 +131,8 @@ QK_NORMS: Registry[type[nn.Module]] = Registry("qk norm", PART)
 
 @QK_NORMS.register("none")
 class NoQKNorm(nn.Identity):
+    exports_as: str | None = None
+
     def __init__(self, head_dim: int):
         super().__init__()
 

@@ -33,6 +33,7 @@ class Block(nn.Module):
     # Whether the model needs a norm after the last block (pre-norm leaves the stream raw).
     final_norm = True
     config_keys: tuple[str, ...] = ()
+    exports_as: str | None = None  # transformers names it by the architecture
 
     @classmethod
     def num_params(cls, cfg: ModelConfig) -> int:

@@ -16,6 +16,7 @@ class Activation:
     """An activation holds no parameters and reads no config keys."""
 
     config_keys: tuple[str, ...] = ()
+    exports_as: str | None = None
 
     @classmethod
     def num_params(cls, cfg: ModelConfig) -> int:
@@ -26,15 +27,17 @@ class Activation:
 class GELU(Activation, nn.GELU):
     """Exact GELU (nanoGPT's nn.GELU)."""
 
+    exports_as = "gelu"
+
 
 @ACTIVATIONS.register("relu")
 class ReLU(Activation, nn.ReLU):
-    pass
+    exports_as = "relu"
 
 
 @ACTIVATIONS.register("silu")
 class SiLU(Activation, nn.SiLU):
-    pass
+    exports_as = "silu"
 
 # A gated MLP's hidden width is rounded to a multiple of this (Llama rounds to 256, too coarse
 # for the small models gptcli trains; 8 keeps matrix shapes friendly to vector units).
@@ -45,6 +48,8 @@ GATED_MULTIPLE = 8
 class GELUTanh(Activation, nn.GELU):
     """GPT-2's GELU: the tanh approximation."""
 
+    exports_as = "gelu_new"  # transformers' name for GPT-2's own
+
     def __init__(self):
         super().__init__(approximate="tanh")
 
@@ -52,6 +57,8 @@ class GELUTanh(Activation, nn.GELU):
 @ACTIVATIONS.register("relu2")
 class ReLUSquared(Activation, nn.Module):
     """relu(x)^2 (Primer; So et al., 2021)."""
+
+    exports_as = "relu2"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu(x).square()
@@ -85,6 +92,7 @@ class MLP(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
 
     config_keys = ("activation", "mlp_ratio", "mlp_hidden", "bias")
+    exports_as = None  # transformers names the activation (model.activation's exports_as)
 
     @classmethod
     def num_params(cls, cfg: ModelConfig) -> int:
@@ -113,6 +121,7 @@ class GatedMLP(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
 
     config_keys = ("mlp_ratio", "mlp_hidden", "bias")
+    exports_as: str | None = None  # each gated MLP names its gate's activation
 
     @classmethod
     def num_params(cls, cfg: ModelConfig) -> int:
@@ -130,6 +139,7 @@ class SwiGLU(GatedMLP):
     """The gate through SiLU (Shazeer, 2020; Llama, Qwen)."""
 
     activation = "silu"
+    exports_as = "silu"  # transformers' gated MLP names its gate's activation (hidden_act)
 
 
 @MLPS.register("geglu")
@@ -137,3 +147,4 @@ class GeGLU(GatedMLP):
     """The gate through GELU (Shazeer, 2020)."""
 
     activation = "gelu"
+    exports_as = "gelu"

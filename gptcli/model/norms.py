@@ -38,6 +38,7 @@ class ReferenceLayerNorm(nn.Module):
 
     # True where the statistics mix positions (and so can leak the future in a causal model).
     mixes_positions = False
+    exports_as: str | None = None  # transformers names a norm by the architecture
 
     def __init__(self, dim: int, bias: bool = True, eps: float = 1e-5):
         super().__init__()
@@ -76,6 +77,7 @@ class ReferenceRMSNorm(nn.Module):
     shift (so no bias, whatever model.bias says). The reference for RMSNorm below."""
 
     mixes_positions = False
+    exports_as: str | None = None
 
     def __init__(self, dim: int, bias: bool = True, eps: float = 1e-5):
         super().__init__()
@@ -112,6 +114,7 @@ class BatchNorm(nn.Module):
     """
 
     mixes_positions = True
+    exports_as: str | None = None
 
     def __init__(self, dim: int, bias: bool = True, eps: float = 1e-5, momentum: float = 0.1):
         super().__init__()
@@ -146,6 +149,7 @@ class BatchNorm(nn.Module):
 @NORMS.register("none")
 class NoNorm(nn.Module):
     mixes_positions = False
+    exports_as: str | None = None
 
     def __init__(self, dim: int, bias: bool = True):
         super().__init__()

@@ -53,6 +53,7 @@ class PositionScheme(nn.Module):
     # Whether attn_bias adds to the scores (beyond the causal mask).
     biases_scores = False
     config_keys: tuple[str, ...] = ()
+    exports_as: str | None = None  # transformers names it by the architecture
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()

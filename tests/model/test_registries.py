@@ -21,10 +21,21 @@ FIELDS = {f.name for f in dataclasses.fields(ModelConfig)}
 def test_every_entry_answers_the_part_interface(key, name):
     part = REGISTRIES[key][name]
     assert key in FIELDS and set(part.config_keys) <= FIELDS, part.config_keys
+    assert part.exports_as is None or isinstance(part.exports_as, str)
     for bias in (True, False):
         cfg = ModelConfig(n_embd=32, n_head=4, block_size=16, bias=bias, **{key: name})
         count = part.num_params(cfg)
         assert isinstance(count, int) and count >= 0
+
+
+def test_the_exports_name_what_transformers_calls_each_choice():
+    from gptcli.interop import gpt2, llama
+
+    activations, mlps = REGISTRIES["activation"], REGISTRIES["mlp"]
+    assert {n: activations[n].exports_as for n in activations.names()} == gpt2.ACTIVATIONS
+    assert gpt2.ACTIVATIONS["gelu_tanh"] == "gelu_new"  # GPT-2's own
+    assert llama.GATED == {"swiglu": "silu", "geglu": "gelu"}
+    assert mlps["standard"].exports_as is None
 
 
 def test_choices_come_from_the_registries():
@@ -53,11 +64,13 @@ def test_an_entry_that_cannot_answer_is_refused():
     class Bare:
         pass
 
-    with pytest.raises(TypeError, match="'bare' does not define config_keys, num_params"):
+    missing = "'bare' does not define config_keys, exports_as, num_params"
+    with pytest.raises(TypeError, match=missing):
         registry.register("bare")(Bare)
 
     class Whole:
         config_keys = ()
+        exports_as = None
 
         @classmethod
         def num_params(cls, cfg):

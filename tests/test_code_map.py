@@ -3,6 +3,8 @@ is, under the package it lives in; and names nothing that is not there."""
 
 import re
 
+import pytest
+
 from .conftest import REPO
 
 ENTRY = re.compile(r"^(?P<indent> *)(?P<name>[\w.]+(?:\.py|/))(?: +(?P<text>\S.*))?$")
@@ -64,3 +66,27 @@ def test_the_map_is_read_by_nesting_and_a_missing_or_stale_entry_is_found():
     tree = {"gptcli/__init__.py", "gptcli/a.py", "gptcli/pkg/__init__.py", "gptcli/pkg/b.py",
             "gptcli/pkg/d.py"}  # fmt: skip
     assert differences(entries, tree) == ({"gptcli/pkg/d.py"}, {"gptcli/c.py"})
+
+
+ARCHITECTURE = REPO.parent / "shared" / "docs" / "architecture.md"
+
+
+def architecture_parts(text: str) -> list[list[str]]:
+    """The parts the architecture's picture names under gptcli/, each as its alternatives
+    ("cli.py (or cli/)" -> ["cli.py", "cli/"])."""
+    block = text.split("```")[1]
+    parts = []
+    for line in block.splitlines():
+        m = re.match(r"^  ([\w.]+/?)(?: \(or ([\w.]+/?)\))?\s", line)
+        if m:
+            parts.append([p for p in m.groups() if p])
+    return parts
+
+
+def test_the_code_has_every_part_of_the_architecture_picture():
+    if not ARCHITECTURE.is_file():
+        pytest.skip(f"{ARCHITECTURE} is not beside this checkout (CI lays it there)")
+    parts = architecture_parts(ARCHITECTURE.read_text(encoding="utf-8"))
+    assert len(parts) >= 10  # the parser really reads the picture
+    missing = [p for p in parts if not any((REPO / "gptcli" / alt).exists() for alt in p)]
+    assert not missing, f"the architecture names parts the code lacks: {missing}"

@@ -59,6 +59,9 @@ class TrainConfig:
     grad_accum: int = 1
     tokens_per_step: int | None = None  # when set, decides grad_accum
     max_iters: int = 2000
+    # Instead of max_iters: a run's length from its model's own count (training/budgets.py).
+    flops_budget: float | None = None  # training FLOPs to spend
+    tokens_per_param: float | None = None  # training tokens per parameter (Chinchilla: ~20)
     lr: float = 1e-3
     min_lr: float = 1e-4
     warmup_iters: int = 100
@@ -131,6 +134,8 @@ _RULES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "train.grad_accum": (lambda v: v >= 1, "an integer >= 1"),
     "train.tokens_per_step": (lambda v: v is None or v >= 1, "an integer >= 1 or null"),
     "train.max_iters": (lambda v: v >= 0, "an integer >= 0"),
+    "train.flops_budget": (lambda v: v is None or v > 0, "a number > 0 or null"),
+    "train.tokens_per_param": (lambda v: v is None or v > 0, "a number > 0 or null"),
     "train.lr": (lambda v: v > 0, "a number > 0"),
     "train.min_lr": (lambda v: v >= 0, "a number >= 0"),
     "train.warmup_iters": (lambda v: v >= 0, "an integer >= 0"),
@@ -259,6 +264,9 @@ def _validate(cfg: Config) -> None:
               f"use one of {', '.join(divisors)} (1 is multi-query)")  # fmt: skip
     if t.min_lr > t.lr:
         _fail("train.min_lr", f"{t.min_lr} is larger than train.lr={t.lr}")
+    if t.flops_budget is not None and t.tokens_per_param is not None:
+        _fail("train.flops_budget", "and train.tokens_per_param both decide the run's length; "
+              "keep one")  # fmt: skip
 
 
 def config_from_dict(raw: Any, source: str = "config") -> Config:
@@ -328,7 +336,22 @@ def load_config(
         if not isinstance(current, dict):
             _fail(section, "must be a mapping of keys to values")
         current[key] = value
+    _check_length_keys(raw.get("train"))
     return config_from_dict(raw, source=str(path) if path else "config")
+
+
+def _check_length_keys(train: Any) -> None:
+    """A budget decides max_iters and the decay horizon, so neither may be given beside it; a
+    null one (--set train.max_iters=null, to drop a config file's) counts as not given."""
+    if not isinstance(train, dict):
+        return
+    if "max_iters" in train and train["max_iters"] is None:
+        del train["max_iters"]  # the default, or what a budget decides
+    budgets = [k for k in ("flops_budget", "tokens_per_param") if train.get(k) is not None]
+    for key in ("max_iters", "lr_decay_iters"):
+        if budgets and train.get(key) is not None:
+            _fail(f"train.{key}", f"is decided by train.{budgets[0]}; give one of them "
+                  f"(--set train.{key}=null drops the config file's)")  # fmt: skip
 
 
 def reference(extra_choices: dict[str, list[str]] | None = None) -> list[tuple[str, str, str, str]]:

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from gptcli import atomic, checkpoint, memory
 from gptcli.checkpoint import load_model, lock
+from gptcli.compute import Compute, compute, tokens_per_step
 from gptcli.data.dataset import SPLITS, TokenDataset
 from gptcli.data.tokenizers import Tokenizer
 from gptcli.errors import GptcliError
@@ -162,6 +163,7 @@ class EvalReport:
     block_size: int
     results: list[ContextResult] = field(default_factory=list)
     eval_file: Path | None = None
+    compute: Compute | None = None  # what the checkpoint's training spent to its step
 
 
 def evaluate_model(
@@ -326,7 +328,10 @@ def _evaluate_checkpoint(
     )  # fmt: skip
     if all(r.refused for r in results):
         raise GptcliError(results[0].refused)
-    return EvalReport(ckpt.dir, ckpt.step, split, str(data.dir), stride, max_tokens, block, results)
+    mc, tc = ckpt.config.model, ckpt.config.train
+    spent = compute(mc, ckpt.vocab_size, ckpt.step, tokens_per_step(tc, mc.block_size))
+    return EvalReport(ckpt.dir, ckpt.step, split, str(data.dir), stride, max_tokens, block, results,
+                      compute=spent)  # fmt: skip
 
 
 def run_dir_of(ckpt_dir: Path) -> Path:
@@ -366,6 +371,7 @@ def merge_results(run_dir: Path, report: EvalReport) -> Path:
             "data": report.data_dir,
             "block_size": report.block_size,
             **r.record(),
+            **(report.compute.record() if report.compute else {}),
         }
         key = tuple(entry[k] for k in _KEY)
         results = [e for e in results if tuple(e.get(k) for k in _KEY) != key] + [entry]

@@ -129,6 +129,9 @@ def compare(
     output: str = typer.Option("table", "--format", help="table | md | csv | json"),
     plot: Path | None = typer.Option(None, help="Draw the loss curves into this PNG."),
     by: str = typer.Option("step", help="The plot's x axis: step | time | tokens"),
+    with_compute: bool = typer.Option(
+        False, "--compute", help="Columns of what each row spent: parameters without "
+        "embeddings, training tokens and FLOPs (the json always has them)."),
 ) -> None:
     """One row per variant (runs differing only by seed are one row: mean ± std), sorted by the
     metric. val_loss is the full-split score from eval when a run has one, else the best val
@@ -146,13 +149,13 @@ def compare(
         if plot is not None:
             plot_curves(rows, plot, by, metric)
     if output != "table":
-        typer.echo(render(rows, output))
+        typer.echo(render(rows, output, with_compute))
     else:
         table = Table(title=f"{metric}: {METRICS[metric]}", title_justify="left")
-        for name in header(rows):
+        for name in header(rows, with_compute):
             table.add_column(name)
         for i, row in enumerate(rows):
-            table.add_row(*cells(row), style="bold green" if i == 0 else None)
+            table.add_row(*cells(row, with_compute), style="bold green" if i == 0 else None)
         show(table)
     if output in ("table", "md"):
         for line in notes(rows):

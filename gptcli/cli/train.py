@@ -194,6 +194,10 @@ def _summary(result) -> list[tuple[str, object]]:
             f"loss {full['loss']:.4f}, {full['bits_per_byte']:.4f} bits/byte "
             f"({int(full['tokens']):,} tokens, final checkpoint; see eval.json)",
         ))  # fmt: skip
+    if spent := result.compute:
+        rows.append(("parameters", f"{spent.params:,} ({spent.params_non_embedding:,} without "
+                                   "embeddings)"))  # fmt: skip
+        rows.append(("trained", f"{spent.tokens:,} tokens, {spent.flops:.3g} FLOPs"))
     if result.mfu is not None:
         mfu = f"{100 * result.mfu:.1f}%"
     else:

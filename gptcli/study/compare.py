@@ -67,6 +67,9 @@ class Row:
             "n": len(self.scored),
             "status": _status(runs),
             "params": runs[0].params,
+            "params_non_embedding": runs[0].compute.params_non_embedding,
+            "train_tokens": _mean([r.compute.tokens for r in runs]),
+            "train_flops": _mean([r.compute.flops for r in runs]),
             "metric": self.metric,
             "metric_source": sorted(set(self.sources)),
             "mean": self.mean,
@@ -238,9 +241,10 @@ def _status(runs: list[RunRecord]) -> str:
 
 COLUMNS = ("params", "mean ± std", "n", "Δ", "final train", "tokens/s", "wall s", "status")
 INTERVAL_COLUMNS = ("95% CI of Δ", "verdict")  # with a baseline only
+COMPUTE_COLUMNS = ("params w/o emb.", "train tokens", "train FLOPs")  # with --compute only
 
 
-def cells(row: Row) -> list[str]:
+def cells(row: Row, with_compute: bool = False) -> list[str]:
     d = row.to_dict()
     spread = _num(row.mean, ".4f") + (f" ± {_num(row.std, '.4f')}" if row.std else "")
     interval = []
@@ -254,23 +258,25 @@ def cells(row: Row) -> list[str]:
         f"{d['params']:,}", spread, str(d["n"]), _num(row.delta, "+.4f"), *interval,
         _num(d["final_train_loss"], ".4f"), _num(d["tokens_per_s"], ",.0f"),
         _num(d["wall_s"], ".0f"), d["status"],
-    ]  # fmt: skip
+    ] + ([f"{d['params_non_embedding']:,}", _num(d["train_tokens"], ",.0f"),
+          _num(d["train_flops"], ".3g")] if with_compute else [])  # fmt: skip
 
 
 def _num(v, fmt: str) -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, fmt)
 
 
-def header(rows: list[Row]) -> list[str]:
+def header(rows: list[Row], with_compute: bool = False) -> list[str]:
     keys = [k.rsplit(".", 1)[-1] for k in rows[0].overrides] if rows else []
     interval = INTERVAL_COLUMNS if rows and rows[0].baseline is not None else ()
-    return [*keys, *COLUMNS[:4], *interval, *COLUMNS[4:]]
+    extra = COMPUTE_COLUMNS if with_compute else ()
+    return [*keys, *COLUMNS[:4], *interval, *COLUMNS[4:], *extra]
 
 
-def render(rows: list[Row], fmt: str) -> str:
+def render(rows: list[Row], fmt: str, with_compute: bool = False) -> str:
     if fmt == "json":
         return json.dumps([r.to_dict() for r in rows], indent=2)
-    head, body = header(rows), [cells(r) for r in rows]
+    head, body = header(rows, with_compute), [cells(r, with_compute) for r in rows]
     if fmt == "csv":
         out = io.StringIO()
         writer = csv.writer(out)

@@ -29,10 +29,12 @@ from typing import Any
 
 import yaml
 
+from gptcli.compute import micro_batches
 from gptcli.config import Config, load_config
+from gptcli.data.dataset import TokenDataset
 from gptcli.errors import GptcliError
 from gptcli.model import check_config
-from gptcli.training.batches import micro_batches
+from gptcli.training.budgets import resolve_length
 
 GRID_KEYS = ("config", "out", "set", "vary", "ladder", "seeds")
 
@@ -190,6 +192,9 @@ def _checked_config(grid: Grid, overrides: dict[str, Any], name: str) -> Config:
         cfg = load_config(grid.config, grid.sets, overrides)
         check_config(cfg.model)
         micro_batches(cfg.train, cfg.model.block_size)
+        if cfg.train.flops_budget is not None or cfg.train.tokens_per_param is not None:
+            # The run's length, as its training will decide it (the sweep tracks its steps).
+            cfg, _ = resolve_length(cfg, TokenDataset(cfg.data.dir).vocab_size)
         return cfg
     except GptcliError as exc:
         if "config file" in str(exc):

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from gptcli import checkpoint, environment
+from gptcli.compute import Compute, compute, tokens_per_step
 from gptcli.errors import GptcliError
 from gptcli.evaluate import read_results
 from gptcli.model import count_params_formula
@@ -27,6 +28,7 @@ class RunRecord:
     evals: list[dict[str, Any]] = field(default_factory=list)
     seconds: float | None = None
     precisions: list[str] = field(default_factory=list)  # each start's, from environment.json
+    compute: Compute | None = None  # parameters, tokens and FLOPs to its latest checkpoint
 
     @property
     def seed(self) -> int:
@@ -121,4 +123,6 @@ def load_run(run_dir: Path, state: dict[str, Any] | None = None) -> RunRecord:
         seconds=(state or {}).get("seconds"),
         precisions=sorted({e["precision"] for e in environment.read(run_dir)
                            if e.get("precision")}),  # fmt: skip
+        compute=compute(cfg.model, ckpt.vocab_size, ckpt.step,
+                        tokens_per_step(cfg.train, cfg.model.block_size)),  # fmt: skip
     )

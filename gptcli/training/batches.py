@@ -15,25 +15,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from gptcli.compute import micro_batches  # noqa: F401  (the global batch, counted there)
 from gptcli.config import TrainConfig
 from gptcli.errors import GptcliError
 
 _TRAIN, _EVAL = 0, 1
-
-
-def micro_batches(tc: TrainConfig, block_size: int) -> int:
-    """Micro-batches of batch_size sequences per optimizer step, all processes together."""
-    tokens = tc.batch_size * block_size
-    if tc.tokens_per_step is None:
-        return tc.grad_accum
-    if tc.tokens_per_step % tokens:
-        below = tc.tokens_per_step // tokens * tokens
-        near = f"{below} or {below + tokens}" if below else str(tokens)
-        raise GptcliError(
-            f"config error: train.tokens_per_step: {tc.tokens_per_step} is not a multiple of "
-            f"batch_size x block_size = {tc.batch_size} x {block_size} = {tokens}; use e.g. {near}"
-        )
-    return tc.tokens_per_step // tokens
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ import torch
 
 from gptcli import checkpoint, environment
 from gptcli.checkpoint import lock
+from gptcli.compute import Compute, compute, flops_per_token
 from gptcli.config import Config
 from gptcli.data.tokenizers import tokenizer_from_spec
 from gptcli.device import autocast, available_cores, resolve_device, set_cpu_threads
@@ -26,7 +27,7 @@ from gptcli.model import check_config
 from gptcli.training import distributed, trackers
 from gptcli.training.batches import train_generator
 from gptcli.training.estimate import evaluate
-from gptcli.training.mfu import flops_per_token, peak_flops
+from gptcli.training.mfu import peak_flops
 from gptcli.training.optim import lr_at, set_lr
 from gptcli.training.report import (
     Callbacks,
@@ -176,13 +177,17 @@ class Loop:
                 self.cb.on_note(change)  # another training started or ended beside this one
             t_last = time.perf_counter()  # keep eval and saving out of the next step's tokens/s
         result = self.result(done, time.perf_counter() - t_start, stopped_by)
+        # The last record: what the run spent, and the final checkpoint's exact score.
+        final = {"step": done, **result.compute.record()}
         if tc.final_eval and run.d.is_main and not stopped_by and self.saved_step == done:
-            result.full_val = self.full_eval(done)
+            result.full_val = self.full_eval(done, result.compute)
+            final.update({f"full_val_{k}": v for k, v in result.full_val.items()})
+        self.log.write(final)
         return result
 
-    def full_eval(self, done: int) -> dict[str, float]:
+    def full_eval(self, done: int, spent: Compute) -> dict[str, float]:
         """The exact score of the final checkpoint: the whole val split in windows of
-        block_size (gptcli eval's default), into metrics.jsonl and eval.json."""
+        block_size (gptcli eval's default), into eval.json with what the run spent."""
         run = self.run
         tokenizer = tokenizer_from_spec(run.data.tokenizer_spec)
         block = run.cfg.model.block_size
@@ -190,12 +195,11 @@ class Loop:
             run.forward, tokenizer, run.data.splits["val"], [block],
             autocast_ctx=lambda: autocast(run.device, run.precision),
         )  # fmt: skip
-        report = EvalReport(self.saved, done, "val", str(run.data.dir), None, None, block, [scored])
+        report = EvalReport(self.saved, done, "val", str(run.data.dir), None, None, block, [scored],
+                            compute=spent)  # fmt: skip
         merge_results(run.out_dir, report)
         record = scored.record()
-        full = {k: record[k] for k in ("tokens", "loss", "bits_per_byte")}
-        self.log.write({"step": done, **{f"full_val_{k}": v for k, v in full.items()}})
-        return full
+        return {k: record[k] for k in ("tokens", "loss", "bits_per_byte")}
 
     def forward_backward(self, step: int) -> torch.Tensor:
         """Accumulate the gradients of this process's micro-batches; their summed loss."""
@@ -316,6 +320,7 @@ class Loop:
             timed, seconds = 1, self.first_step_seconds
         tps = timed * run.tokens_per_step / seconds if seconds else 0.0
         peak = peak_flops(run.device, run.precision)
+        per_token = flops_per_token(run.cfg.model, run.model.vocab_size)
         return TrainResult(
             steps=steps,
             first_eval=self.first_eval,
@@ -326,7 +331,8 @@ class Loop:
             checkpoint=self.saved,
             device=str(run.device),
             step=done,
-            mfu=flops_per_token(run.model) * tps / (peak * run.d.world_size) if peak else None,
+            mfu=per_token * tps / (peak * run.d.world_size) if peak else None,
             interrupted=stopped_by or None,
             first_step_seconds=self.first_step_seconds,
+            compute=compute(run.cfg.model, run.model.vocab_size, done, run.tokens_per_step),
         )

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from gptcli.compute import Compute
 from gptcli.config import ModelConfig
 from gptcli.errors import GptcliError, first_line
 
@@ -73,6 +74,7 @@ class TrainResult:
     # train.final_eval: the final checkpoint on the whole val split (tokens, loss, bits_per_byte)
     full_val: dict[str, float] | None = None
     first_step_seconds: float | None = None  # compilation and warm-up; not in tokens_per_sec
+    compute: Compute | None = None  # parameters, and the tokens and FLOPs trained to its step
 
 
 class Callbacks:

@@ -18,6 +18,7 @@ from gptcli.model import GPT
 from gptcli.model.norms import NORMS, CausalLeakWarning, causal_leak
 from gptcli.training import distributed, resume
 from gptcli.training.batches import StepShare, micro_batches, step_share
+from gptcli.training.budgets import resolve_length
 from gptcli.training.distributed import Dist
 from gptcli.training.optim import FusedAdamW, make_optimizer
 from gptcli.training.precision import train_precision
@@ -41,6 +42,7 @@ class Run:
     best_step: int = 0
     forward: torch.nn.Module | None = None  # the model, compiled when asked: what evaluates
     trainee: torch.nn.Module | None = None  # forward, DDP-wrapped under torchrun: what trains
+    length_note: str | None = None  # what train.flops_budget or tokens_per_param chose
 
     @property
     def out_dir(self) -> Path:
@@ -57,6 +59,8 @@ def build_run(cfg: Config, d: Dist, device: torch.device, *, resume_run: bool, f
     resolve_precision(tc.precision, device)  # refuses fp16 off CUDA before anything is built
     resume.check_run_dir(Path(tc.out_dir), resume_run, force)
     cfg, init_state = resume.apply_init_from(cfg, data, resume_run)
+    cfg, length = resolve_length(cfg, data.vocab_size)  # a budget decides max_iters
+    tc = cfg.train
     data.check_block_size(cfg.model.block_size)
     n_micro = micro_batches(tc, cfg.model.block_size)
     share = step_share(tc, n_micro, d.rank, d.world_size)
@@ -75,6 +79,7 @@ def build_run(cfg: Config, d: Dist, device: torch.device, *, resume_run: bool, f
     optimizer = make_optimizer(model, tc, device)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     run = Run(cfg, d, device, precision, data, model, optimizer, scaler, n_micro, share)
+    run.length_note = length
     if resume_run:
         progress = resume.restore(cfg, data.vocab_size, d, device, model, optimizer, scaler)
         run.start_step, run.best_step, run.best_val = progress
@@ -111,7 +116,7 @@ def run_info(run: Run) -> RunInfo:
 
 
 def _notes(run: Run) -> list[str]:
-    notes = []
+    notes = [run.length_note] if run.length_note else []
     if run.share.sharing > 1:
         rows = run.cfg.train.batch_size // run.share.sharing
         notes.append(

@@ -7,12 +7,13 @@ import torch
 import yaml
 
 from gptcli import checkpoint, cpu
+from gptcli.compute import flops_per_token
 from gptcli.config import ModelConfig, TrainConfig
 from gptcli.device import resolve_device, resolve_precision
 from gptcli.errors import GptcliError
 from gptcli.model import GPT
 from gptcli.training.loop import train
-from gptcli.training.mfu import flops_per_token, peak_flops
+from gptcli.training.mfu import peak_flops
 from gptcli.training.optim import lr_at, make_optimizer
 from gptcli.training.report import Callbacks
 
@@ -171,9 +172,11 @@ def test_optimizer_is_fused_on_cpu_and_foreach_elsewhere():
 
 
 def test_mfu_estimate(monkeypatch):
+    # MFU counts what the runs record (gptcli/compute.py): 6 per linear weight (norms, biases and
+    # tables are no matmuls) plus attention; tests/test_compute.py counts it by hand.
     model = GPT(ModelConfig(n_layer=2, n_head=2, n_embd=16, block_size=8), 11)
-    wpe = 8 * 16
-    assert flops_per_token(model) == 6 * (model.num_params() - wpe) + 12 * 2 * 16 * 8
+    linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+    assert flops_per_token(model.cfg, 11) == 6 * linear + 12 * 2 * 16 * 8 == 40_992
     assert peak_flops(torch.device("cpu"), "bf16") is None
     names = {"NVIDIA H100 80GB HBM3": 989e12, "NVIDIA H100 PCIe": 756e12, "NVIDIA T4": None}
     for name, peak in names.items():

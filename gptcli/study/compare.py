@@ -162,7 +162,10 @@ def _seed_count(rows: list[Row], name: str | None) -> int:
 
 
 def varied_keys(runs: list[RunRecord]) -> list[str]:
-    keys = [k for k in runs[0].flat if k not in IGNORED and not k.startswith(IGNORED_SECTIONS)]
+    ignored = IGNORED | {k for r in runs for k in r.size_keys}  # a size names its keys
+    if all(r.flat["train.flops_budget"] or r.flat["train.tokens_per_param"] for r in runs):
+        ignored |= {"train.max_iters", "train.lr_decay_iters"}  # what the budget decided
+    keys = [k for k in runs[0].flat if k not in ignored and not k.startswith(IGNORED_SECTIONS)]
     return [k for k in keys if len({repr(r.flat.get(k)) for r in runs}) > 1]
 
 

@@ -17,6 +17,16 @@ rungs before it (`rung=2-rmsnorm,seed=1337` has rung 1's and rung 2's keys):
       - {name: gpt2}
       - {name: rope, set: {model.position: rope}}
       - {name: rmsnorm, set: {model.norm: rmsnorm}}
+
+And, crossed with either, named model sizes (groups of keys moved together) and compute budgets
+(train.flops_budget: each run's length from its own FLOPs a token, gptcli/compute.py):
+
+    sizes:
+      s: {model.n_layer: 2, model.n_head: 2, model.n_embd: 64}
+      m: {model.n_layer: 4, model.n_head: 4, model.n_embd: 128, train.lr: 6.0e-4}
+    budgets: [1.0e12, 3.0e12, 1.0e13]
+
+A run is then named `size=m,budget=3e+12,rung=1-rope,seed=1337`.
 """
 
 from __future__ import annotations
@@ -36,7 +46,7 @@ from gptcli.errors import GptcliError
 from gptcli.model import check_config
 from gptcli.training.budgets import resolve_length
 
-GRID_KEYS = ("config", "out", "set", "vary", "ladder", "seeds")
+GRID_KEYS = ("config", "out", "set", "vary", "ladder", "sizes", "budgets", "seeds")
 
 
 @dataclass
@@ -47,11 +57,14 @@ class Grid:
     vary: dict[str, list[Any]] = field(default_factory=dict)
     seeds: list[int] | None = None  # None: the config's own seed
     ladder: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (rung, its keys)
+    sizes: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (size, its keys)
+    budgets: list[float] = field(default_factory=list)  # train.flops_budget of each
 
     def to_dict(self) -> dict[str, Any]:
         return {"config": str(self.config), "out": str(self.out), "set": self.sets,
                 "vary": self.vary, "seeds": self.seeds,
-                "ladder": [{"name": n, "set": keys} for n, keys in self.ladder]}  # fmt: skip
+                "ladder": [{"name": n, "set": keys} for n, keys in self.ladder],
+                "sizes": dict(self.sizes), "budgets": self.budgets}  # fmt: skip
 
 
 @dataclass
@@ -59,6 +72,8 @@ class Combo:
     name: str  # what varies, e.g. position=rope,seed=1338: the run's directory name
     overrides: dict[str, Any]  # varied key -> value (train.seed included when seeds are given)
     config: Config
+    size: str | None = None  # the grid's named size ...
+    size_keys: list[str] = field(default_factory=list)  # ... and the keys it set
 
     def run_dir(self, out: Path) -> Path:
         return out / self.name
@@ -99,9 +114,10 @@ def load_grid(path: Path) -> Grid:
         raise GptcliError(f"cannot read grid file {path}: {exc.strerror}") from None
     except yaml.YAMLError:
         raise GptcliError(f"grid file {path} is not valid YAML") from None
-    if not isinstance(raw, dict) or "config" not in raw or ("vary" in raw) == ("ladder" in raw):
-        raise GptcliError(f"grid file {path} needs `config:` and one of `vary:` or `ladder:` "
-                          f"({GRID_KEYS})")  # fmt: skip
+    if not isinstance(raw, dict) or "config" not in raw or ("vary" in raw and "ladder" in raw) \
+            or not {"vary", "ladder", "sizes", "budgets"} & set(raw):
+        raise GptcliError(f"grid file {path} needs `config:` and something to vary: `vary:` or "
+                          f"`ladder:`, `sizes:`, `budgets:` ({GRID_KEYS})")  # fmt: skip
     unknown = [k for k in raw if k not in GRID_KEYS]
     if unknown:
         raise GptcliError(f"grid file {path}: unknown key {unknown[0]!r}; use {GRID_KEYS}")
@@ -124,7 +140,33 @@ def load_grid(path: Path) -> Grid:
     if seeds is not None and not (isinstance(seeds, list) and all(type(s) is int for s in seeds)):
         raise GptcliError(f"grid file {path}: seeds must be a list of integers")
     out = raw.get("out") or f"out/sweeps/{Path(path).stem}"
-    return Grid(Path(raw["config"]), Path(out), list(sets), vary, seeds, ladder)
+    sizes = _sizes(raw.get("sizes"), path) if "sizes" in raw else []
+    budgets = raw.get("budgets") or []
+    if not (isinstance(budgets, list) and all(_positive(b) for b in budgets)):
+        raise GptcliError(f"grid file {path}: budgets must be a list of FLOP counts > 0, e.g. "
+                          "[1.0e12, 3.0e12]")  # fmt: skip
+    return Grid(Path(raw["config"]), Path(out), list(sets), vary, seeds, ladder, sizes,
+                [float(b) for b in budgets])
+
+
+def _positive(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+
+
+def _sizes(raw: Any, path: Path) -> list[tuple[str, dict[str, Any]]]:
+    if not (isinstance(raw, dict) and raw and all(isinstance(v, dict) and v
+                                                  for v in raw.values())):  # fmt: skip
+        raise GptcliError(f"grid file {path}: sizes must name groups of keys, e.g. "
+                          "{s: {model.n_layer: 2, model.n_embd: 64}}")  # fmt: skip
+    sizes = []
+    for name, keys in raw.items():
+        keys = _flat(keys)
+        if not re.fullmatch(r"[\w.+-]+", str(name)) or not all(
+                re.fullmatch(r"\w+\.\w+", k) for k in keys):  # fmt: skip
+            raise GptcliError(f"grid file {path}: size {name!r}: a plain name, and keys "
+                              "section.key")  # fmt: skip
+        sizes.append((str(name), keys))
+    return sizes
 
 
 def _ladder(raw: Any, path: Path) -> list[tuple[str, dict[str, Any]]]:
@@ -158,13 +200,22 @@ def expand(grid: Grid) -> list[Combo]:
     value stops the sweep, naming the combination."""
     seeds = grid.seeds or [None]
     combos = []
-    for label, variant in _variants(grid):
+    scaled = itertools.product(grid.sizes or [(None, {})], grid.budgets or [None])
+    for ((size, shape), budget), (label, variant) in itertools.product(scaled, _variants(grid)):
         for seed in seeds:
-            overrides = dict(variant)
+            overrides = {**shape, **variant}
+            parts = [f"size={size}"] if size is not None else []
+            if budget is not None:
+                # The budget decides the length: the base config's is dropped.
+                overrides.update({"train.flops_budget": budget, "train.max_iters": None,
+                                  "train.lr_decay_iters": None})  # fmt: skip
+                parts.append(f"budget={budget:.3g}")
             if seed is not None:
                 overrides["train.seed"] = seed
-            name = ",".join([*label, *([f"seed={seed}"] if seed is not None else [])]) or "base"
-            combos.append(Combo(name, overrides, _checked_config(grid, overrides, name)))
+            name = ",".join([*parts, *label, *([f"seed={seed}"] if seed is not None else [])])
+            name = name or "base"
+            config = _checked_config(grid, overrides, name)
+            combos.append(Combo(name, overrides, config, size, list(shape)))
     names = [c.name for c in combos]
     if len(set(names)) != len(names):
         raise GptcliError("two runs of the grid would share a directory; vary distinct values")

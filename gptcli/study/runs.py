@@ -29,6 +29,7 @@ class RunRecord:
     seconds: float | None = None
     precisions: list[str] = field(default_factory=list)  # each start's, from environment.json
     compute: Compute | None = None  # parameters, tokens and FLOPs to its latest checkpoint
+    size_keys: tuple[str, ...] = ()  # the keys a grid's named size set (flat["size"] names it)
 
     @property
     def seed(self) -> int:
@@ -110,6 +111,11 @@ def load_run(run_dir: Path, state: dict[str, Any] | None = None) -> RunRecord:
     flat["model.n_kv_head"] = cfg.model.kv_heads
     done = ckpt.step >= cfg.train.max_iters
     status = state["status"] if state else ("done" if done else "partial")
+    size_keys: tuple[str, ...] = ()
+    if state and state.get("size") is not None:
+        # Named by its size: the keys the size moved together stand behind that name.
+        flat = {"size": state["size"], **flat}
+        size_keys = tuple(state.get("size_keys") or ())
     return RunRecord(
         dir=run_dir,
         flat=flat,
@@ -125,4 +131,5 @@ def load_run(run_dir: Path, state: dict[str, Any] | None = None) -> RunRecord:
                            if e.get("precision")}),  # fmt: skip
         compute=compute(cfg.model, ckpt.vocab_size, ckpt.step,
                         tokens_per_step(cfg.train, cfg.model.block_size)),  # fmt: skip
+        size_keys=size_keys,
     )

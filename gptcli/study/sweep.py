@@ -16,7 +16,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -40,6 +40,8 @@ class RunState:
     error: str | None = None
     pid: int | None = None
     seconds: float | None = None
+    size: str | None = None  # the grid's named size ...
+    size_keys: list[str] = field(default_factory=list)  # ... and the keys it set
 
 
 class Launcher(Protocol):
@@ -94,7 +96,8 @@ class Sweep:
 
     def _state(self, combo: Combo) -> RunState:
         run_dir = combo.run_dir(self.grid.out)
-        state = RunState(combo.name, str(run_dir), combo.overrides, combo.config.train.max_iters)
+        state = RunState(combo.name, str(run_dir), combo.overrides, combo.config.train.max_iters,
+                         size=combo.size, size_keys=combo.size_keys)  # fmt: skip
         step = finished_step(run_dir)
         if step is not None and step >= state.max_iters:
             state.status = "done"

@@ -1,3 +1,6 @@
+import json
+import re
+
 import pytest
 import yaml
 
@@ -117,3 +120,58 @@ def test_a_bad_ladder_is_one_line(tmp_path, ladder):
     grid_file.write_text(f"config: configs/demo.yaml\n{ladder}\n")
     with pytest.raises(GptcliError, match="ladder|rung"):
         load_grid(grid_file)
+
+
+def sized_grid(tmp_path, char_data, **extra):
+    grid = {
+        "config": str(base_config(tmp_path, char_data)),
+        "out": str(tmp_path / "sweep"),
+        "sizes": {"s": {"model.n_layer": 1, "model.n_embd": 16},
+                  "m": {"model": {"n_layer": 2, "n_embd": 32}, "train.lr": 5.0e-4}},
+        "budgets": [1.0e7, 2.0e7],
+        "seeds": [1],
+        **extra,
+    }  # fmt: skip
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(grid, sort_keys=False))  # sizes keep the file's order
+    return load_grid(path)
+
+
+def test_sizes_and_budgets_cross_the_variants_and_name_the_runs(tmp_path, char_data):
+    from gptcli.compute import flops_per_token, tokens_per_step
+
+    grid = sized_grid(tmp_path, char_data, vary={"model.position": ["learned", "rope"]})
+    combos = expand(grid)
+    assert [c.name for c in combos][:3] == [
+        "size=s,budget=1e+07,position=learned,seed=1", "size=s,budget=1e+07,position=rope,seed=1",
+        "size=s,budget=2e+07,position=learned,seed=1"]  # fmt: skip
+    assert len(combos) == 2 * 2 * 2
+    by_name = {c.name: c for c in combos}
+    m = by_name["size=m,budget=2e+07,position=rope,seed=1"]
+    assert (m.config.model.n_layer, m.config.model.n_embd, m.config.train.lr) == (2, 32, 5e-4)
+    assert m.size == "m" and m.size_keys == ["model.n_layer", "model.n_embd", "train.lr"]
+    assert m.overrides["train.flops_budget"] == 2e7 and m.config.model.position == "rope"
+    # Each run's length is its own budget over its own cost: the larger model runs fewer steps.
+    vocab = json.loads((char_data / "meta.json").read_text())["vocab_size"]
+    for c in combos:
+        per_step = tokens_per_step(c.config.train, c.config.model.block_size)
+        flops = c.config.train.max_iters * per_step * flops_per_token(c.config.model, vocab)
+        assert c.config.train.flops_budget <= flops < c.config.train.flops_budget + per_step * \
+            flops_per_token(c.config.model, vocab)  # fmt: skip
+    s = by_name["size=s,budget=2e+07,position=rope,seed=1"]
+    assert m.config.train.max_iters < s.config.train.max_iters
+    # A ladder crosses them as vary does.
+    ladder = sized_grid(tmp_path, char_data, ladder=[{"name": "gpt2"},
+                        {"name": "rope", "set": {"model.position": "rope"}}])  # fmt: skip
+    assert expand(ladder)[1].name == "size=s,budget=1e+07,rung=1-rope,seed=1"
+
+
+@pytest.mark.parametrize(("extra", "needle"), [
+    ({"sizes": {"s": {}}}, "sizes must name groups of keys"),
+    ({"sizes": {"s s": {"model.n_layer": 1}}}, "size 's s': a plain name"),
+    ({"budgets": [0]}, "budgets must be a list of FLOP counts > 0"),
+    ({"budgets": "1e7"}, "budgets must be a list"),
+])  # fmt: skip
+def test_bad_sizes_and_budgets_are_one_line(tmp_path, char_data, extra, needle):
+    with pytest.raises(GptcliError, match=re.escape(needle)):
+        sized_grid(tmp_path, char_data, **extra)

@@ -144,3 +144,28 @@ def test_a_failure_reports_this_attempt_s_error_not_an_older_one(tmp_path):
         f.write("Traceback...\nRuntimeError: out of memory\n")
     assert _error_line(tmp_path, 1, start) == "exit code 1: RuntimeError: out of memory"
     assert _error_line(tmp_path, 1) == "an old failure"
+
+
+@pytest.mark.slow
+def test_sizes_and_budgets_run_to_their_budgets_and_compare_names_them(tmp_path, char_data):
+    import yaml
+
+    out = tmp_path / "sweep"
+    grid = {"config": str(base_config(tmp_path, char_data)), "out": str(out),
+            "sizes": {"s": {"model.n_layer": 1, "model.n_embd": 16},
+                      "m": {"model.n_layer": 2, "model.n_embd": 32}},
+            "budgets": [1.0e7, 2.0e7], "seeds": [1]}  # fmt: skip
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(grid, sort_keys=False))
+    done = runner.invoke(app, ["sweep", "--grid", str(path), "--jobs", "2"])
+    assert done.exit_code == 0, done.output
+    assert set(statuses(out).values()) == {"done"} and len(statuses(out)) == 4
+    rows = json.loads(runner.invoke(app, ["compare", str(out), "--format", "json"]).output)
+    # Rows are named by the size and the budget, not by the keys the size moved or the
+    # lengths the budgets decided; each spent its budget (to within one step).
+    assert sorted(r["name"] for r in rows) == [
+        "size=m,flops_budget=10000000.0", "size=m,flops_budget=20000000.0",
+        "size=s,flops_budget=10000000.0", "size=s,flops_budget=20000000.0"]  # fmt: skip
+    for row in rows:
+        budget = row["overrides"]["train.flops_budget"]
+        assert budget <= row["train_flops"] < 1.5 * budget

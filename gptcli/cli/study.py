@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import shlex
 import sys
 from pathlib import Path
@@ -132,6 +133,10 @@ def compare(
     with_compute: bool = typer.Option(
         False, "--compute", help="Columns of what each row spent: parameters without "
         "embeddings, training tokens and FLOPs (the json always has them)."),
+    fit: bool = typer.Option(False, "--fit", help="Fit L = E + A C^-alpha per variant over its "
+                             "sizes and budgets, with bootstrap 95% intervals."),
+    at: float | None = typer.Option(None, "--at", help="With --fit: the loss predicted at "
+                                    "this many training FLOPs."),
 ) -> None:
     """One row per variant (runs differing only by seed are one row: mean ± std), sorted by the
     metric. val_loss is the full-split score from eval when a run has one, else the best val
@@ -146,6 +151,11 @@ def compare(
         if output not in ("table", "md", "csv", "json"):
             raise GptcliError(f"--format must be table, md, csv or json, got {output!r}")
         rows = run_compare(paths, metric, baseline)
+        if fit:
+            from gptcli.study.scaling import fit_rows
+
+            show_fit(fit_rows(rows, at), output)
+            return
         if plot is not None:
             plot_curves(rows, plot, by, metric)
     if output != "table":
@@ -162,6 +172,32 @@ def compare(
             typer.echo(("" if output == "table" else "- ") + line)
     if plot is not None:
         console.print(f"curves drawn in {plot}")
+
+
+def show_fit(result: dict, output: str) -> None:
+    """compare --fit's result: the json as it is, else a table and a line per finding."""
+    if output == "json":
+        typer.echo(json.dumps(result, indent=2))
+        return
+    ci = lambda e: f"{e['value']:.4g} [{e['ci95'][0]:.4g}, {e['ci95'][1]:.4g}]"  # noqa: E731
+    table = Table(title=f"L = E + A C^-alpha ({result['metric']}; 95% bootstrap intervals)",
+                  title_justify="left")  # fmt: skip
+    for name in ("variant", "runs", "E", "A", "alpha", "held-out error at the largest budget"):
+        table.add_column(name)
+    for v in result["variants"]:
+        held = v["held_out"]
+        held_text = (f"{held['error']:+.4f} ({'inside' if held['inside'] else 'outside'} its "
+                     "interval)") if "error" in held else held["reason"]  # fmt: skip
+        table.add_row(v["name"], str(v["points"]), ci(v["E"]), ci(v["A"]), ci(v["alpha"]),
+                      held_text)  # fmt: skip
+    show(table)
+    for v in result["variants"]:
+        if "at" in v:
+            typer.echo(f"{v['name']}: loss {ci(v['at']['loss'])} at {v['at']['flops']:.3g} FLOPs")
+        if (iso := v.get("isoflop")) and iso["a"]:
+            typer.echo(f"{v['name']}: N_opt ~ C^a, a = {ci(iso['a'])}")
+    if cross := result.get("crossing"):
+        typer.echo(cross.get("reason") or f"the curves cross at {ci(cross)} FLOPs")
 
 
 @app.command()

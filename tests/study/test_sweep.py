@@ -169,3 +169,34 @@ def test_sizes_and_budgets_run_to_their_budgets_and_compare_names_them(tmp_path,
     for row in rows:
         budget = row["overrides"]["train.flops_budget"]
         assert budget <= row["train_flops"] < 1.5 * budget
+
+
+@pytest.mark.slow
+def test_compare_fits_a_scaling_law_over_sizes_and_budgets(tmp_path, char_data):
+    import yaml
+
+    out = tmp_path / "sweep"
+    grid = {"config": str(base_config(tmp_path, char_data)), "out": str(out),
+            "set": {"train.eval_interval": 1000},
+            "sizes": {"s": {"model.n_layer": 1, "model.n_embd": 16},
+                      "m": {"model.n_layer": 1, "model.n_embd": 32}},
+            "budgets": [1.0e7, 2.0e7, 4.0e7, 8.0e7], "seeds": [1]}  # fmt: skip
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(grid, sort_keys=False))
+    assert runner.invoke(app, ["sweep", "--grid", str(path), "--jobs", "2"]).exit_code == 0
+    done = runner.invoke(app, ["compare", str(out), "--fit", "--at", "1e9", "--format", "json"])
+    assert done.exit_code == 0, done.output
+    result = json.loads(done.output)
+    [variant] = result["variants"]  # sizes and budgets are points of one variant
+    assert variant["points"] == 8 and variant["flops_range"][0] >= 1.0e7
+    for key in ("E", "A", "alpha"):
+        low, high = variant[key]["ci95"]
+        assert low <= variant[key]["value"] <= high
+    assert variant["at"]["flops"] == 1e9 and "held_out" in variant
+    table = runner.invoke(app, ["compare", str(out), "--fit"])
+    assert table.exit_code == 0 and "alpha" in table.output and "at 1e+09" not in table.output
+    # Too few runs for three parameters: one line, exit 2.
+    few = runner.invoke(app, ["compare", str(out / "size=s,budget=1e+07,seed=1"),
+                              str(out / "size=m,budget=1e+07,seed=1"), "--fit"])  # fmt: skip
+    assert few.exit_code == 2 and "at least 4 runs at 3 or more compute budgets" in few.output
+    assert len(few.output.strip().splitlines()) == 1

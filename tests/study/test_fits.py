@@ -1,0 +1,97 @@
+"""Scaling-law fits on data drawn from known laws: the parameters, predictions, crossings and
+IsoFLOP optima are recovered within their intervals, and the intervals cover the truth as often
+as they say."""
+
+import numpy as np
+import pytest
+
+from gptcli.errors import GptcliError
+from gptcli.study.fits import Interval, crossing, fit_power_law, held_out, isoflop
+
+E, A, ALPHA = 1.7, 400.0, 0.3
+BUDGETS = np.repeat(np.geomspace(1e11, 1e14, 8), 2)  # 8 budgets over 1000x, 2 seeds each
+
+
+def draw(rng, noise=0.003, e=E, a=A, alpha=ALPHA, flops=BUDGETS):
+    return (e + a * flops**-alpha) * np.exp(rng.normal(0, noise, len(flops)))
+
+
+def covers(interval: Interval, truth: float) -> bool:
+    return interval.low <= truth <= interval.high
+
+
+def test_a_planted_law_is_recovered():
+    # One draw: the estimates near the truth, each inside an interval of some width (how often
+    # the intervals hold the truth is the next test's question).
+    law = fit_power_law(BUDGETS, draw(np.random.default_rng(0)))
+    assert abs(law.alpha.value - ALPHA) < 0.05 and abs(law.E.value - E) < 0.05
+    assert abs(np.log(law.A.value / A)) < 1.0
+    for p in (law.E, law.A, law.alpha):
+        assert p.low < p.value < p.high
+    assert law.points == 16 and law.flops == (1e11, 1e14)
+    # A prediction past the fitted range lands near the true loss.
+    at = 1e15
+    assert law.predict(at).value == pytest.approx(E + A * at**-ALPHA, rel=0.01)
+    assert law.record()["alpha"]["ci95"] == [law.alpha.low, law.alpha.high]
+
+
+@pytest.mark.slow
+def test_the_95_percent_intervals_cover_the_truth_in_90_percent_of_200_draws():
+    rng = np.random.default_rng(1)
+    hits = np.zeros(3)
+    for i in range(200):
+        law = fit_power_law(BUDGETS, draw(rng), boot=100, seed=i)
+        hits += [covers(law.E, E), covers(law.A, A), covers(law.alpha, ALPHA)]
+    assert np.all(hits >= 180), hits
+
+
+def test_too_few_points_or_budgets_are_refused():
+    with pytest.raises(GptcliError, match="at least 4 runs at 3 or more compute budgets; got 3"):
+        fit_power_law([1e12, 2e12, 4e12], [3.0, 2.9, 2.8])
+    with pytest.raises(GptcliError, match="got 6 at 2"):
+        fit_power_law([1e12] * 3 + [2e12] * 3, [3.0] * 6)
+    with pytest.raises(GptcliError, match="positive FLOP counts and finite, positive losses"):
+        fit_power_law([1e12, 2e12, 4e12, 8e12], [3.0, 2.9, float("nan"), 2.7])
+
+
+def test_two_curves_cross_where_the_planted_laws_do():
+    rng = np.random.default_rng(2)
+    # b starts worse (larger A) but falls faster (larger alpha): they cross at C* where
+    # A_a C^-0.3 = A_b C^-0.4, i.e. C* = (A_b / A_a)^(1 / 0.1).
+    a = fit_power_law(BUDGETS, draw(rng, a=400.0, alpha=0.3))
+    b = fit_power_law(BUDGETS, draw(rng, a=400.0 * 10**0.15 * 1e12**0.1, alpha=0.4))
+    truth = (1e12**0.1 * 10**0.15) ** 10
+    found = crossing(a, b)
+    assert isinstance(found, Interval) and covers(found, truth), (found, truth)
+    apart = fit_power_law(BUDGETS, draw(rng, e=2.0))
+    said = crossing(a, apart)
+    assert isinstance(said, str) and "do not cross" in said and "the first is lower" in said
+
+
+def test_the_held_out_budget_is_predicted_within_its_interval():
+    result = held_out(BUDGETS, draw(np.random.default_rng(3)))
+    assert result["flops"] == 1e14 and result["inside"]
+    assert abs(result["error"]) < 0.02 and result["ci95"][0] < result["predicted"]
+
+
+def test_isoflop_finds_the_planted_optimum_and_its_exponent():
+    # Chinchilla's form L(N, D) = E + A/N^a + B/D^b with D = C / 6N: the optimum is
+    # N_opt = G (C/6)^(b/(a+b)), G = (a A / (b B))^(1/(a+b)).
+    e, a_n, b_d, alpha, beta = 1.69, 406.4, 410.7, 0.34, 0.28
+    rng = np.random.default_rng(4)
+    budgets, sizes, losses = [], [], []
+    for c in np.geomspace(1e15, 1e18, 4):
+        g = (alpha * a_n / (beta * b_d)) ** (1 / (alpha + beta))
+        n_star = g * (c / 6) ** (beta / (alpha + beta))
+        for n in n_star * np.geomspace(0.25, 4, 7):
+            d = c / (6 * n)
+            budgets.append(c)
+            sizes.append(n)
+            losses.append((e + a_n / n**alpha + b_d / d**beta) * np.exp(rng.normal(0, 1e-4)))
+    iso = isoflop(budgets, sizes, losses)
+    exponent = beta / (alpha + beta)
+    assert covers(iso.a, exponent) and abs(iso.a.value - exponent) < 0.02
+    assert all(o["inside"] for o in iso.optima) and len(iso.optima) == 4
+    first = iso.optima[0]
+    assert first["tokens_per_param"] == pytest.approx(first["d_opt"] / first["n_opt"])
+    assert isoflop([1e15, 1e15], [1e6, 2e6], [3.0, 2.9]) is None  # no budget with 3 sizes

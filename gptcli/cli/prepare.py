@@ -48,6 +48,12 @@ def prepare(
         None, help="Encoding threads \\[default: CPU count, at most 16]."
     ),
     force: bool = typer.Option(False, "--force", help="Replace an existing output directory."),
+    include: list[str] = typer.Option(
+        [], "--include", help="A directory's files to keep, as globs on their path in it, e.g. "
+        "'*.py' (repeatable; default: all)."),
+    exclude: list[str] = typer.Option(
+        [], "--exclude", help="A directory's files to leave out, e.g. 'site-packages/*' "
+        "(repeatable)."),
 ) -> None:
     """Tokenize a corpus into data/NAME/{train.bin, val.bin, meta.json}."""
     from gptcli.data.prepare import parse_size
@@ -61,7 +67,7 @@ def prepare(
                 val_fraction=val_fraction, force=force, vocab_size=vocab_size,
                 train_bytes=None if train_bytes is None else parse_size(train_bytes),
                 block_size=block_size, workers=workers, text_field=text_field,
-                progress=bars.show,
+                progress=bars.show, include=include, exclude=exclude,
             )  # fmt: skip
         except KeyboardInterrupt:
             bars.close()

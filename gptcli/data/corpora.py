@@ -9,11 +9,12 @@ a JSON Lines file a batch of lines at a time, a Parquet file a batch of rows at 
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import gzip
 import hashlib
 import json
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,18 +64,30 @@ def dataset_file(name: str) -> Path:
     return path
 
 
-def source_files(path: Path) -> list[Path]:
+def source_files(
+    path: Path, include: Sequence[str] = (), exclude: Sequence[str] = ()
+) -> list[Path]:
+    """A file, or a directory's files (hidden ones left out), kept where their path below the
+    directory matches an include glob (all, without one) and no exclude glob: `*.py` keeps the
+    Python files at any depth, `site-packages/*` drops a tree."""
     if not path.exists():
         raise GptcliError(f"input not found: {path}")
     if path.is_file():
         return [path]
+
+    def wanted(rel: str) -> bool:
+        kept = not include or any(fnmatch.fnmatch(rel, g) for g in include)
+        return kept and not any(fnmatch.fnmatch(rel, g) for g in exclude)
+
     files = sorted(
         p
         for p in path.rglob("*")
         if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
+        and wanted(p.relative_to(path).as_posix())
     )
     if not files:
-        raise GptcliError(f"input directory {path} holds no files")
+        chosen = " with --include/--exclude as given" if include or exclude else ""
+        raise GptcliError(f"input directory {path} holds no files{chosen}")
     return files
 
 

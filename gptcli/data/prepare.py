@@ -17,7 +17,7 @@ import shutil
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -163,6 +163,8 @@ def prepare(
     chunk_bytes: int = CHUNK_BYTES,
     text_field: str = "text",
     progress: Callable[[str, int, int, str], None] | None = None,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
 ) -> PrepareResult:
     """Tokenize a corpus into out_dir/{train.bin, val.bin, meta.json} (see the module docstring).
 
@@ -172,7 +174,7 @@ def prepare(
     total, unit) reports each stage: "vocabulary" (corpus bytes read to learn the vocabulary),
     "merges" (tokens in a BPE vocabulary) and "encoding" (corpus bytes encoded), in bytes of the
     files on disk. text_field: the field of a JSON Lines record, or the Parquet column, that
-    holds each document's text.
+    holds each document's text. include, exclude: globs that choose a directory's files.
     """
     if (input_path is None) == (dataset is None):
         raise GptcliError("give exactly one of --input PATH or --dataset NAME")
@@ -180,7 +182,7 @@ def prepare(
     options = _tokenizer_options(tokenizer, vocab_size=vocab_size, train_bytes=train_bytes)
     root = Path(input_path) if input_path is not None else dataset_file(dataset)
     out_dir = _output_dir(root, out_dir, dataset, tokenizer, force)
-    files, total = _corpus_files(root, text_field)
+    files, total = _corpus_files(root, text_field, include, exclude)
     report = progress or (lambda stage, done, total, unit: None)
 
     start = time.perf_counter()
@@ -202,10 +204,11 @@ def prepare(
     return PrepareResult(out_dir, tok.vocab_size, n_train, n_val, text_bytes, seconds)
 
 
-def _corpus_files(root: Path, text_field: str) -> tuple[list[Path], int]:
+def _corpus_files(root: Path, text_field: str, include: Sequence[str] = (),
+                  exclude: Sequence[str] = ()) -> tuple[list[Path], int]:  # fmt: skip
     """The corpus' files and their bytes on disk, refusing what cannot be read before anything
     is written: no pyarrow for a Parquet file, a --text-field with no file that has fields."""
-    files = source_files(root)
+    files = source_files(root, include, exclude)
     if any(is_parquet(path) for path in files):
         require_pyarrow()
     if text_field != "text" and not any(is_json_lines(p) or is_parquet(p) for p in files):

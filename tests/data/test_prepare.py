@@ -299,3 +299,25 @@ def test_parse_size(text, n):
 def test_parse_size_refuses_nonsense():
     with pytest.raises(GptcliError, match="not a size"):
         prep.parse_size("5 parsecs")
+
+
+def test_include_and_exclude_choose_a_directory_s_files(tmp_path):
+    from gptcli.data.corpora import source_files
+
+    root = tmp_path / "lib"
+    for rel in ("a.py", "pkg/b.py", "pkg/c.txt", "site-packages/d.py", "e.pyc", ".hidden/f.py"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text("x = 1\n" * 50)
+    names = lambda files: sorted(p.relative_to(root).as_posix() for p in files)  # noqa: E731
+    assert names(source_files(root, ["*.py"], ["site-packages/*"])) == ["a.py", "pkg/b.py"]
+    assert names(source_files(root, [], ["*.pyc"])) == ["a.py", "pkg/b.py", "pkg/c.txt",
+                                                         "site-packages/d.py"]  # fmt: skip
+    with pytest.raises(GptcliError, match="holds no files with --include/--exclude as given"):
+        source_files(root, ["*.rs"])
+    out = tmp_path / "data"
+    done = CliRunner().invoke(app, ["prepare", "--input", str(root), "--include", "*.py",
+                                    "--exclude", "site-packages/*", "--tokenizer", "char",
+                                    "--out", str(out), "--block-size", "8"])  # fmt: skip
+    assert done.exit_code == 0, done.output
+    meta = json.loads((out / "meta.json").read_text())
+    assert len(meta["sources"]) == 2 and all(s["path"].endswith(".py") for s in meta["sources"])

@@ -128,7 +128,8 @@ def compare(
     metric: str = typer.Option("val_loss", help="val_loss | bpb | best_val_loss | train_loss"),
     baseline: str | None = typer.Option(None, help="The row to diff against: position=learned"),
     output: str = typer.Option("table", "--format", help="table | md | csv | json"),
-    plot: Path | None = typer.Option(None, help="Draw the loss curves into this PNG."),
+    plot: Path | None = typer.Option(None, help="Draw the loss curves (with --fit: loss "
+                                     "against FLOPs and the fits) into this PNG."),
     by: str = typer.Option("step", help="The plot's x axis: step | time | tokens"),
     with_compute: bool = typer.Option(
         False, "--compute", help="Columns of what each row spent: parameters without "
@@ -152,9 +153,14 @@ def compare(
             raise GptcliError(f"--format must be table, md, csv or json, got {output!r}")
         rows = run_compare(paths, metric, baseline)
         if fit:
-            from gptcli.study.scaling import fit_rows
+            from gptcli.study.scaling import fit_rows, plot_fits
 
-            show_fit(fit_rows(rows, at), output)
+            fits = fit_rows(rows, at)
+            if plot is not None:
+                plot_fits(fits, plot)
+            show_fit(fits.result, output)
+            if plot is not None and output == "table":
+                console.print(f"fits drawn in {plot}")
             return
         if plot is not None:
             plot_curves(rows, plot, by, metric)

@@ -7,11 +7,16 @@ run recorded (gptcli/compute.py) and the loss compare reads for it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from gptcli import pictures
 from gptcli.errors import GptcliError
 from gptcli.study.compare import Row
-from gptcli.study.fits import crossing, fit_power_law, held_out, isoflop
+from gptcli.study.fits import PowerLaw, crossing, fit_power_law, held_out, isoflop
 
 # What sets a run's scale rather than its variant: a grid's size and budget, and the shape keys
 # where sizes are varied by hand rather than named.
@@ -35,12 +40,19 @@ def variants(rows: list[Row]) -> dict[str, list[tuple[float, float, float | None
     return points
 
 
-def fit_rows(rows: list[Row], at: float | None = None) -> dict[str, Any]:
+@dataclass
+class Fits:
+    result: dict[str, Any]  # what --format json prints
+    laws: dict[str, PowerLaw]  # per variant, for the plot
+    points: dict[str, list]  # per variant: (FLOPs, loss, budget, parameters, run)
+
+
+def fit_rows(rows: list[Row], at: float | None = None) -> Fits:
     """Per variant E, A and alpha with 95% intervals, the loss predicted at `at` FLOPs, the
     held-out check, IsoFLOP where budgets hold 3 sizes; for two variants where they cross."""
     points = variants(rows)
     out: dict[str, Any] = {"metric": rows[0].metric if rows else None, "variants": []}
-    laws = {}
+    laws: dict[str, PowerLaw] = {}
     for name, pts in points.items():
         flops, losses = [p[0] for p in pts], [p[1] for p in pts]
         try:
@@ -64,4 +76,33 @@ def fit_rows(rows: list[Row], at: float | None = None) -> dict[str, Any]:
         a, b = laws.values()
         cross = crossing(a, b)
         out["crossing"] = cross.record() if hasattr(cross, "record") else {"reason": cross}
-    return out
+    return Fits(out, laws, points)
+
+
+def plot_fits(fits: Fits, out: Path) -> Path:
+    """Loss against training FLOPs on log axes: each variant's runs as points, its fitted curve
+    and the band of its bootstrap refits (2.5th to 97.5th percentile), over and past its range."""
+    plt = pictures.pyplot()
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=100)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (name, law) in enumerate(fits.laws.items()):
+        colour = colours[i % len(colours)]
+        pts = np.asarray([(p[0], p[1]) for p in fits.points[name]])
+        ax.scatter(pts[:, 0], pts[:, 1], color=colour, s=18, zorder=3)
+        grid = np.geomspace(law.flops[0], law.flops[1] * 10, 200)
+        boot = law.boot[:, :1] + law.boot[:, 1:2] * grid[None, :] ** -law.boot[:, 2:3]
+        low, high = np.percentile(boot, [2.5, 97.5], axis=0)
+        ax.fill_between(grid, low, high, color=colour, alpha=0.2, linewidth=0)
+        label = f"{name}: α = {law.alpha.value:.3f}, E = {law.E.value:.3f}"
+        ax.plot(grid, law.loss(grid), color=colour, label=label)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    from matplotlib.ticker import NullFormatter, ScalarFormatter  # loaded by pyplot() above
+
+    ax.yaxis.set_major_formatter(ScalarFormatter())  # 1.8, not 1.8 x 10^0
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("training FLOPs")
+    ax.set_ylabel(f"{fits.result['metric']} (fit L = E + A C^-α, 95% band)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return pictures.save(fig, out)

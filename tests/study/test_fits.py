@@ -95,3 +95,20 @@ def test_isoflop_finds_the_planted_optimum_and_its_exponent():
     first = iso.optima[0]
     assert first["tokens_per_param"] == pytest.approx(first["d_opt"] / first["n_opt"])
     assert isoflop([1e15, 1e15], [1e6, 2e6], [3.0, 2.9]) is None  # no budget with 3 sizes
+
+
+def test_the_fit_plot_draws_each_variant_s_points_curve_and_band(tmp_path):
+    import matplotlib.image
+
+    from gptcli.study.scaling import Fits, plot_fits
+
+    rng = np.random.default_rng(5)
+    losses = {"gpt2": draw(rng), "modern": draw(rng, a=300.0)}
+    laws = {name: fit_power_law(BUDGETS, ls, boot=50) for name, ls in losses.items()}
+    points = {name: [(c, v, c, 1, "run") for c, v in zip(BUDGETS, ls, strict=True)]
+              for name, ls in losses.items()}  # fmt: skip
+    out = plot_fits(Fits({"metric": "val_loss"}, laws, points), tmp_path / "fit.png")
+    image = matplotlib.image.imread(out)
+    assert image.shape[:2] == (500, 800)
+    # Two colours of points and bands on a white page: more than one colour is drawn.
+    assert len(np.unique(image.reshape(-1, image.shape[-1])[:, :3], axis=0)) > 50

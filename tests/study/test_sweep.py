@@ -193,8 +193,9 @@ def test_compare_fits_a_scaling_law_over_sizes_and_budgets(tmp_path, char_data):
         low, high = variant[key]["ci95"]
         assert low <= variant[key]["value"] <= high
     assert variant["at"]["flops"] == 1e9 and "held_out" in variant
-    table = runner.invoke(app, ["compare", str(out), "--fit"])
+    table = runner.invoke(app, ["compare", str(out), "--fit", "--plot", str(tmp_path / "f.png")])
     assert table.exit_code == 0 and "alpha" in table.output and "at 1e+09" not in table.output
+    assert "fits drawn in" in table.output and (tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"
     # Too few runs for three parameters: one line, exit 2.
     few = runner.invoke(app, ["compare", str(out / "size=s,budget=1e+07,seed=1"),
                               str(out / "size=m,budget=1e+07,seed=1"), "--fit"])  # fmt: skip

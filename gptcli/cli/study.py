@@ -182,28 +182,20 @@ def compare(
 
 def show_fit(result: dict, output: str) -> None:
     """compare --fit's result: the json as it is, else a table and a line per finding."""
+    from gptcli.study.scaling import HEAD, findings, table_rows
+
     if output == "json":
         typer.echo(json.dumps(result, indent=2))
         return
-    ci = lambda e: f"{e['value']:.4g} [{e['ci95'][0]:.4g}, {e['ci95'][1]:.4g}]"  # noqa: E731
     table = Table(title=f"L = E + A C^-alpha ({result['metric']}; 95% bootstrap intervals)",
                   title_justify="left")  # fmt: skip
-    for name in ("variant", "runs", "E", "A", "alpha", "held-out error at the largest budget"):
+    for name in HEAD:
         table.add_column(name)
-    for v in result["variants"]:
-        held = v["held_out"]
-        held_text = (f"{held['error']:+.4f} ({'inside' if held['inside'] else 'outside'} its "
-                     "interval)") if "error" in held else held["reason"]  # fmt: skip
-        table.add_row(v["name"], str(v["points"]), ci(v["E"]), ci(v["A"]), ci(v["alpha"]),
-                      held_text)  # fmt: skip
+    for row in table_rows(result):
+        table.add_row(*row)
     show(table)
-    for v in result["variants"]:
-        if "at" in v:
-            typer.echo(f"{v['name']}: loss {ci(v['at']['loss'])} at {v['at']['flops']:.3g} FLOPs")
-        if (iso := v.get("isoflop")) and iso["a"]:
-            typer.echo(f"{v['name']}: N_opt ~ C^a, a = {ci(iso['a'])}")
-    if cross := result.get("crossing"):
-        typer.echo(cross.get("reason") or f"the curves cross at {ci(cross)} FLOPs")
+    for line in findings(result):
+        typer.echo(line)
 
 
 @app.command()

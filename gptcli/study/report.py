@@ -42,6 +42,7 @@ def build_report(paths: list[Path], out: Path, metric: str = "val_loss",
             *_what(paths, rows),
             *_comparison(rows, metric),
             *_curves(rows, metric, pictures),
+            *_scaling(rows, pictures),
             *_contexts(rows),
             *_insides(rows, prompt, pictures),
         ]
@@ -160,6 +161,28 @@ def _curves(rows: list[Row], metric: str, pictures: Pictures) -> list[str]:
     except GptcliError as exc:
         return [html.heading("Loss curves"), html.paragraph(str(exc), muted=True)]
     return [html.heading("Loss curves"), pictures.inline(path, "loss curves of every variant")]
+
+
+def _scaling(rows: list[Row], pictures: Pictures) -> list[str]:
+    """Where the runs span 3 or more FLOP budgets: compare --fit's laws, the held-out check of
+    each (fit all budgets but the largest, predict the largest) and the plot."""
+    from gptcli.study.scaling import HEAD, findings, fit_rows, plot_fits, table_rows
+
+    budgets = {r.flat.get("train.flops_budget") for row in rows for r in row.runs} - {None}
+    if len(budgets) < 3:
+        return []
+    parts = [html.heading("Scaling: L = E + A C^-α per variant")]
+    try:
+        fits = fit_rows(rows)
+    except GptcliError as exc:
+        return [*parts, html.paragraph(str(exc), muted=True)]
+    parts += [html.paragraph("Fitted by Huber least squares on log-loss; 95% bootstrap "
+                             "intervals over the runs.", muted=True),
+              html.table(HEAD, table_rows(fits.result), 1),
+              pictures.inline(plot_fits(fits, pictures.path()), "loss against FLOPs, fitted")]
+    if lines := findings(fits.result):
+        parts.append(html.bullets(lines))
+    return parts
 
 
 def _contexts(rows: list[Row]) -> list[str]:

@@ -79,6 +79,39 @@ def fit_rows(rows: list[Row], at: float | None = None) -> Fits:
     return Fits(out, laws, points)
 
 
+HEAD = ["variant", "runs", "E", "A", "α", "held-out error at the largest budget"]
+
+
+def interval_text(e: dict) -> str:
+    return f"{e['value']:.4g} [{e['ci95'][0]:.4g}, {e['ci95'][1]:.4g}]"
+
+
+def table_rows(result: dict[str, Any]) -> list[list[str]]:
+    """fit_rows' result as the rows of a table under HEAD."""
+    rows = []
+    for v in result["variants"]:
+        held = v["held_out"]
+        held_text = (f"{held['error']:+.4f} ({'inside' if held['inside'] else 'outside'} its "
+                     "interval)") if "error" in held else held["reason"]  # fmt: skip
+        rows.append([v["name"], str(v["points"]), *(interval_text(v[k]) for k in ("E", "A",
+                     "alpha")), held_text])  # fmt: skip
+    return rows
+
+
+def findings(result: dict[str, Any]) -> list[str]:
+    """The lines under the table: predictions, IsoFLOP exponents, where two variants cross."""
+    lines = []
+    for v in result["variants"]:
+        if "at" in v:
+            lines.append(f"{v['name']}: loss {interval_text(v['at']['loss'])} at "
+                         f"{v['at']['flops']:.3g} FLOPs")  # fmt: skip
+        if (iso := v.get("isoflop")) and iso["a"]:
+            lines.append(f"{v['name']}: N_opt ~ C^a, a = {interval_text(iso['a'])}")
+    if cross := result.get("crossing"):
+        lines.append(cross.get("reason") or f"the curves cross at {interval_text(cross)} FLOPs")
+    return lines
+
+
 def plot_fits(fits: Fits, out: Path) -> Path:
     """Loss against training FLOPs on log axes: each variant's runs as points, its fitted curve
     and the band of its bootstrap refits (2.5th to 97.5th percentile), over and past its range."""

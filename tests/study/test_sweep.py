@@ -196,6 +196,12 @@ def test_compare_fits_a_scaling_law_over_sizes_and_budgets(tmp_path, char_data):
     table = runner.invoke(app, ["compare", str(out), "--fit", "--plot", str(tmp_path / "f.png")])
     assert table.exit_code == 0 and "alpha" in table.output and "at 1e+09" not in table.output
     assert "fits drawn in" in table.output and (tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"
+    # The report holds the fit, its held-out check and its picture.
+    from gptcli.study.report import build_report
+
+    page = build_report([out], tmp_path / "report.html").path.read_text()
+    assert "Scaling: L = E + A C^-α per variant" in page and "held-out error" in page
+    assert page.count("data:image/png;base64") >= 2  # the loss curves and the fit
     # Too few runs for three parameters: one line, exit 2.
     few = runner.invoke(app, ["compare", str(out / "size=s,budget=1e+07,seed=1"),
                               str(out / "size=m,budget=1e+07,seed=1"), "--fit"])  # fmt: skip

@@ -153,14 +153,16 @@ def compare(
             raise GptcliError(f"--format must be table, md, csv or json, got {output!r}")
         rows = run_compare(paths, metric, baseline)
         if fit:
-            from gptcli.study.scaling import fit_rows, plot_fits
+            from gptcli.study.scaling import fit_rows, plot_fits, plot_isoflop
 
             fits = fit_rows(rows, at)
+            drawn = [plot_fits(fits, plot)] if plot is not None else []
             if plot is not None:
-                plot_fits(fits, plot)
+                valleys = plot_isoflop(fits, plot.with_name(f"{plot.stem}-isoflop.png"))
+                drawn += [valleys] if valleys else []
             show_fit(fits.result, output)
-            if plot is not None and output == "table":
-                console.print(f"fits drawn in {plot}")
+            if drawn and output == "table":
+                console.print(f"fits drawn in {', '.join(map(str, drawn))}")
             return
         if plot is not None:
             plot_curves(rows, plot, by, metric)

@@ -182,23 +182,31 @@ class IsoFlop:
         return {"optima": self.optima, "a": self.a.record() if self.a else None}
 
 
-def isoflop(budgets, params, losses) -> IsoFlop | None:
-    """Chinchilla's second approach over runs given as (budget, parameters, loss); None where
-    no budget has three sizes."""
+def valleys(budgets, params, losses) -> list[tuple[float, np.ndarray, np.ndarray, np.ndarray]]:
+    """(budget, parabola coefficients in log N, sizes, losses) of each budget whose 3 or more
+    sizes make a valley (a parabola opening upwards)."""
     B, N, L = (np.asarray(x, dtype=float) for x in (budgets, params, losses))
-    optima = []
+    found = []
     for budget in sorted(set(B.tolist())):
         at = budget == B
         if len(np.unique(N[at])) < 3:
             continue
-        c2, c1, _ = np.polyfit(np.log(N[at]), L[at], 2)
-        if c2 <= 0:
-            continue  # no valley: the sizes do not bracket the optimum
+        coeffs = np.polyfit(np.log(N[at]), L[at], 2)
+        if coeffs[0] > 0:  # else no valley: the sizes do not bracket the optimum
+            found.append((budget, coeffs, N[at], L[at]))
+    return found
+
+
+def isoflop(budgets, params, losses) -> IsoFlop | None:
+    """Chinchilla's second approach over runs given as (budget, parameters, loss); None where
+    no budget has three sizes."""
+    optima = []
+    for budget, (c2, c1, _), sizes, _ in valleys(budgets, params, losses):
         n_opt = float(np.exp(-c1 / (2 * c2)))
         d_opt = budget / (6 * n_opt)
         optima.append({"budget": budget, "n_opt": n_opt, "d_opt": d_opt,
                        "tokens_per_param": d_opt / n_opt,
-                       "inside": bool(N[at].min() <= n_opt <= N[at].max())})  # fmt: skip
+                       "inside": bool(sizes.min() <= n_opt <= sizes.max())})  # fmt: skip
     if not optima:
         return None
     a = None

@@ -56,13 +56,14 @@ class Pictures:
     """PNGs drawn into a scratch directory and read back to be inlined."""
 
     def __init__(self, tmp: Path):
-        self.tmp, self.count = tmp, 0
+        self.tmp, self.named, self.count = tmp, 0, 0  # count: pictures on the page
 
     def path(self) -> Path:
-        self.count += 1
-        return self.tmp / f"{self.count}.png"
+        self.named += 1
+        return self.tmp / f"{self.named}.png"
 
     def inline(self, path: Path, alt: str) -> str:
+        self.count += 1
         return html.image(Path(path).read_bytes(), alt)
 
 
@@ -166,7 +167,7 @@ def _curves(rows: list[Row], metric: str, pictures: Pictures) -> list[str]:
 def _scaling(rows: list[Row], pictures: Pictures) -> list[str]:
     """Where the runs span 3 or more FLOP budgets: compare --fit's laws, the held-out check of
     each (fit all budgets but the largest, predict the largest) and the plot."""
-    from gptcli.study.scaling import HEAD, findings, fit_rows, plot_fits, table_rows
+    from gptcli.study.scaling import HEAD, findings, fit_rows, plot_fits, plot_isoflop, table_rows
 
     budgets = {r.flat.get("train.flops_budget") for row in rows for r in row.runs} - {None}
     if len(budgets) < 3:
@@ -180,6 +181,8 @@ def _scaling(rows: list[Row], pictures: Pictures) -> list[str]:
                              "intervals over the runs.", muted=True),
               html.table(HEAD, table_rows(fits.result), 1),
               pictures.inline(plot_fits(fits, pictures.path()), "loss against FLOPs, fitted")]
+    if valleys := plot_isoflop(fits, pictures.path()):
+        parts.append(pictures.inline(valleys, "IsoFLOP valleys and their optima"))
     if lines := findings(fits.result):
         parts.append(html.bullets(lines))
     return parts

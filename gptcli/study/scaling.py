@@ -16,7 +16,7 @@ import numpy as np
 from gptcli import pictures
 from gptcli.errors import GptcliError
 from gptcli.study.compare import Row
-from gptcli.study.fits import PowerLaw, crossing, fit_power_law, held_out, isoflop
+from gptcli.study.fits import PowerLaw, crossing, fit_power_law, held_out, isoflop, valleys
 
 # What sets a run's scale rather than its variant: a grid's size and budget, and the shape keys
 # where sizes are varied by hand rather than named.
@@ -137,5 +137,37 @@ def plot_fits(fits: Fits, out: Path) -> Path:
     ax.set_xlabel("training FLOPs")
     ax.set_ylabel(f"{fits.result['metric']} (fit L = E + A C^-α, 95% band)")
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    return pictures.save(fig, out)
+
+
+def plot_isoflop(fits: Fits, out: Path) -> Path | None:
+    """IsoFLOP valleys: loss against parameters at each budget, the parabola in log N and its
+    minimum; one colour per budget, one marker per variant. None where no budget has a valley."""
+    plt = pictures.pyplot()
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=100)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    drawn = 0
+    for marker, (name, pts) in zip("os^Dv<>", fits.points.items(), strict=False):
+        if any(p[2] is None for p in pts):
+            continue
+        found = valleys([p[2] for p in pts], [p[3] for p in pts], [p[1] for p in pts])
+        for i, (budget, coeffs, sizes, losses) in enumerate(found):
+            colour = colours[i % len(colours)]
+            grid = np.geomspace(sizes.min(), sizes.max(), 100)
+            ax.scatter(sizes, losses, color=colour, marker=marker, s=20)
+            ax.plot(grid, np.polyval(coeffs, np.log(grid)), color=colour,
+                    label=f"{name}, {budget:.2g} FLOPs")  # fmt: skip
+            best = -coeffs[1] / (2 * coeffs[0])
+            ax.scatter([np.exp(best)], [np.polyval(coeffs, best)], color=colour, marker="*",
+                       s=120, edgecolor="black", zorder=3)  # fmt: skip
+            drawn += 1
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax.set_xscale("log")
+    ax.set_xlabel("parameters")
+    ax.set_ylabel(f"{fits.result['metric']} (IsoFLOP: ★ the optimum of each budget)")
+    ax.legend(fontsize=7)
     fig.tight_layout()
     return pictures.save(fig, out)

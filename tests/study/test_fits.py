@@ -74,7 +74,7 @@ def test_the_held_out_budget_is_predicted_within_its_interval():
     assert abs(result["error"]) < 0.02 and result["ci95"][0] < result["predicted"]
 
 
-def test_isoflop_finds_the_planted_optimum_and_its_exponent():
+def test_isoflop_finds_the_planted_optimum_and_its_exponent(tmp_path):
     # Chinchilla's form L(N, D) = E + A/N^a + B/D^b with D = C / 6N: the optimum is
     # N_opt = G (C/6)^(b/(a+b)), G = (a A / (b B))^(1/(a+b)).
     e, a_n, b_d, alpha, beta = 1.69, 406.4, 410.7, 0.34, 0.28
@@ -95,6 +95,17 @@ def test_isoflop_finds_the_planted_optimum_and_its_exponent():
     first = iso.optima[0]
     assert first["tokens_per_param"] == pytest.approx(first["d_opt"] / first["n_opt"])
     assert isoflop([1e15, 1e15], [1e6, 2e6], [3.0, 2.9]) is None  # no budget with 3 sizes
+    # ... and its picture: the valleys and their optima; none without a valley.
+    import matplotlib.image
+
+    from gptcli.study.scaling import Fits, plot_isoflop
+
+    points = {"gpt2": list(zip([0] * len(losses), losses, budgets, sizes, strict=True))}
+    out = plot_isoflop(Fits({"metric": "val_loss"}, {}, points), tmp_path / "iso.png")
+    assert matplotlib.image.imread(out).shape[:2] == (500, 800)
+    flat = {"gpt2": [(0, 3.0, 1e15, 1e6, "r"), (0, 2.9, 1e15, 2e6, "r")]}
+    assert plot_isoflop(Fits({"metric": "val_loss"}, {}, flat), tmp_path / "none.png") is None
+    assert not (tmp_path / "none.png").exists()
 
 
 def test_the_fit_plot_draws_each_variant_s_points_curve_and_band(tmp_path):

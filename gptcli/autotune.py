@@ -50,22 +50,24 @@ def machine() -> dict[str, Any]:
 
 def fastest(
     workload: dict[str, Any],
-    options: dict[str, Callable[[], None]],
+    choices: tuple[str, ...],
+    prepare: Callable[[], dict[str, Callable[[], None]]],
     default: str,
     budget: float = BUDGET,
 ) -> str:
-    """The name of the fastest option for workload on this machine: remembered, or measured now
-    (options run one unit of work each). default: the choice when one warm-up round alone
-    spends half the budget, where the work is too big to time twice; for matmul-bound work
-    that is the option the hardware favours."""
+    """The fastest of choices for workload on this machine: remembered, or measured now.
+    prepare() builds each choice's unit of work (copies, packing), only when measuring, so a
+    remembered answer costs nothing. default: the choice when one warm-up round alone spends
+    half the budget, where the work is too big to time twice; for matmul-bound work that is
+    the option the hardware favours."""
     key = dict(workload, **machine())
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     with _locked():
         entries = _read()
         known = entries.get(digest, {}).get("choice")
-        if known in options:
+        if known in choices:
             return known
-        choice, times = _measure(options, default, budget)
+        choice, times = _measure(prepare(), default, budget)
         entries[digest] = {"choice": choice, "seconds": times, "for": key,
                            "measured": time.strftime("%Y-%m-%dT%H:%M:%S")}  # fmt: skip
         with contextlib.suppress(OSError):

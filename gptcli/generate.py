@@ -306,9 +306,6 @@ def faster_token(model: GPT, tokens: int = 16) -> str:
     device = next(model.parameters()).device
     tokens = min(tokens, model.cfg.block_size)
     idx = torch.zeros(1, tokens, dtype=torch.long, device=device)
-    fp32 = copy.deepcopy(model).eval()
-    cast = copy.deepcopy(fp32)
-    for_inference(cast, torch.bfloat16, pack=True)
 
     def steps(m: GPT, precision: str) -> Callable[[], None]:
         def run() -> None:
@@ -319,7 +316,12 @@ def faster_token(model: GPT, tokens: int = 16) -> str:
 
         return run
 
+    def prepare() -> dict[str, Callable[[], None]]:
+        fp32 = copy.deepcopy(model).eval()
+        cast = copy.deepcopy(fp32)
+        for_inference(cast, torch.bfloat16, pack=True)
+        return {"fp32": steps(fp32, "fp32"), "bf16": steps(cast, "bf16")}
+
     workload = {"task": "sample token", "device": device.type, "model": asdict(model.cfg),
                 "vocab": model.vocab_size, "tokens": tokens}  # fmt: skip
-    options = {"fp32": steps(fp32, "fp32"), "bf16": steps(cast, "bf16")}
-    return autotune.fastest(workload, options, default="bf16")
+    return autotune.fastest(workload, ("fp32", "bf16"), prepare, default="bf16")

@@ -16,7 +16,15 @@ import numpy as np
 from gptcli import pictures
 from gptcli.errors import GptcliError
 from gptcli.study.compare import Row
-from gptcli.study.fits import PowerLaw, crossing, fit_power_law, held_out, isoflop, valleys
+from gptcli.study.fits import (
+    Interval,
+    PowerLaw,
+    crossing,
+    fit_power_law,
+    held_out,
+    isoflop,
+    valleys,
+)
 
 # What sets a run's scale rather than its variant: a grid's size and budget, and the shape keys
 # where sizes are varied by hand rather than named.
@@ -75,7 +83,7 @@ def fit_rows(rows: list[Row], at: float | None = None) -> Fits:
     if len(laws) == 2:
         a, b = laws.values()
         cross = crossing(a, b)
-        out["crossing"] = cross.record() if hasattr(cross, "record") else {"reason": cross}
+        out["crossing"] = cross.record() if isinstance(cross, Interval) else {"reason": cross}
     return Fits(out, laws, points)
 
 

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from gptcli.compute import micro_batches  # noqa: F401  (the global batch, counted there)
 from gptcli.config import TrainConfig
 from gptcli.errors import GptcliError
 

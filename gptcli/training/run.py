@@ -11,13 +11,14 @@ from pathlib import Path
 import torch
 
 from gptcli import checkpoint
+from gptcli.compute import micro_batches
 from gptcli.config import Config
 from gptcli.data.dataset import TokenDataset
 from gptcli.device import resolve_precision
 from gptcli.model import GPT
 from gptcli.model.norms import NORMS, CausalLeakWarning, causal_leak
 from gptcli.training import distributed, resume
-from gptcli.training.batches import StepShare, micro_batches, step_share
+from gptcli.training.batches import StepShare, step_share
 from gptcli.training.budgets import resolve_length
 from gptcli.training.distributed import Dist
 from gptcli.training.optim import FusedAdamW, make_optimizer

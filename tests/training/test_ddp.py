@@ -11,10 +11,11 @@ import torch
 import yaml
 
 from gptcli import checkpoint
+from gptcli.compute import micro_batches
 from gptcli.config import TrainConfig, load_config
 from gptcli.device import cpu_threads
 from gptcli.errors import GptcliError
-from gptcli.training.batches import micro_batches, step_share
+from gptcli.training.batches import step_share
 from gptcli.training.loop import train
 
 from ..conftest import REPO, tiny_config

@@ -40,7 +40,8 @@ def test_a_run_trains_in_the_measured_choice(tmp_path, char_data, monkeypatch):
     monkeypatch.setattr(cpu, "has_native_bf16", lambda: True)
     chosen = []
 
-    def fastest(workload, options, default):
+    def fastest(workload, choices, prepare, default):
+        assert choices == ("fp32", "bf16")
         chosen.append(workload)
         return "fp32" if default == "bf16" else "bf16"  # not the default: it was asked
 

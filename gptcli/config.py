@@ -23,6 +23,10 @@ from gptcli.errors import GptcliError
 @dataclass
 class DataConfig:
     dir: str = "data/shakespeare_char"
+    # random: each sequence a window at a random place (nanoGPT's); epoch: the split cut into
+    # windows that each come once, in a seeded order, before any comes again (no token seen
+    # twice while a run is shorter than the corpus)
+    order: str = "random"
 
 
 @dataclass
@@ -114,7 +118,10 @@ _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 # The choices config.py itself owns; the model's variant names are checked by the model package
 # (gptcli.model.check_config), so that this module sits below the model and never imports it.
-CHOICES: dict[str, list[str]] = {"train.precision": ["auto", "fp32", "bf16", "fp16"]}
+CHOICES: dict[str, list[str]] = {
+    "train.precision": ["auto", "fp32", "bf16", "fp16"],
+    "data.order": ["random", "epoch"],
+}
 
 
 # (predicate, what a valid value looks like); checked after types are known to be right.

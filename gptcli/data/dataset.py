@@ -59,6 +59,13 @@ class TokenDataset:
         """Random windows: x is tokens [i, i+T), y the same shifted by one."""
         data = self.splits[split]
         starts = torch.randint(len(data) - block_size, (batch_size,), generator=generator)
-        rows = np.stack([data[i : i + block_size + 1] for i in starts.tolist()]).astype(np.int64)
+        return self.windows(split, starts.tolist(), block_size)
+
+    def windows(
+        self, split: str, starts: list[int], block_size: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The windows at these starts: x is tokens [i, i+T), y the same shifted by one."""
+        data = self.splits[split]
+        rows = np.stack([data[i : i + block_size + 1] for i in starts]).astype(np.int64)
         xy = torch.from_numpy(rows)
         return xy[:, :-1].contiguous(), xy[:, 1:].contiguous()

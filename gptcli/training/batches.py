@@ -6,6 +6,10 @@ processes, each runs grad_accum / N of those micro-batches when N divides grad_a
 when N divides batch_size, each runs every micro-batch but only its batch_size / N rows of it.
 Micro-batch m of step s is drawn from (seed, s, m) alone, so the same steps see the same data
 with any number of processes, and a resumed run sees what an uninterrupted one would have.
+
+data.order picks where its sequences lie: at random places (nanoGPT's way), or, with `epoch`,
+the train split cut into windows of block_size that each come once per pass over it, in an order
+drawn from (seed, pass): a run shorter than the corpus sees no token twice.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from gptcli.config import TrainConfig
+from gptcli.config import Config, TrainConfig
+from gptcli.data.dataset import TokenDataset
 from gptcli.errors import GptcliError
 
 _TRAIN, _EVAL = 0, 1
@@ -62,3 +67,35 @@ def train_generator(seed: int, step: int, micro: int) -> torch.Generator:
 
 def eval_generator(seed: int, split_index: int, batch: int) -> torch.Generator:
     return _generator(seed, _EVAL, split_index, batch)
+
+
+class TrainBatches:
+    """The train sequences of micro-batch m of step s, in the config's data.order."""
+
+    def __init__(self, cfg: Config, data: TokenDataset, n_micro: int):
+        self.data, self.n_micro = data, n_micro
+        self.seed, self.rows = cfg.train.seed, cfg.train.batch_size
+        self.block = cfg.model.block_size
+        self.epoch = cfg.data.order == "epoch"
+        self.windows = (len(data.splits["train"]) - 1) // self.block
+        self._order: tuple[int, list[int]] = (-1, [])  # (pass, its window order)
+
+    def __call__(self, step: int, micro: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.epoch:
+            gen = train_generator(self.seed, step, micro)
+            return self.data.batch("train", self.rows, self.block, gen)
+        first = (step * self.n_micro + micro) * self.rows
+        starts = [self.block * self._window(i) for i in range(first, first + self.rows)]
+        return self.data.windows("train", starts, self.block)
+
+    def _window(self, sequence: int) -> int:
+        # Sequence g of the run is window order_p[g mod W] of pass p = g // W.
+        epoch, index = divmod(sequence, self.windows)
+        if self._order[0] != epoch:
+            gen = _generator(self.seed, _TRAIN, 2**32 + epoch)  # apart from every step's key
+            self._order = (epoch, torch.randperm(self.windows, generator=gen).tolist())
+        return self._order[1][index]
+
+    def passes(self, steps: int) -> float:
+        """How many times over the train split `steps` steps read (epoch order's meaning)."""
+        return steps * self.n_micro * self.rows / self.windows

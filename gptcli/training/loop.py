@@ -25,7 +25,6 @@ from gptcli.errors import GptcliError
 from gptcli.evaluate import EvalReport, evaluate_model, merge_results
 from gptcli.model import check_config
 from gptcli.training import distributed, trackers
-from gptcli.training.batches import train_generator
 from gptcli.training.estimate import evaluate
 from gptcli.training.mfu import peak_flops
 from gptcli.training.optim import lr_at, set_lr
@@ -203,13 +202,11 @@ class Loop:
 
     def forward_backward(self, step: int) -> torch.Tensor:
         """Accumulate the gradients of this process's micro-batches; their summed loss."""
-        run, tc, mc = self.run, self.run.cfg.train, self.run.cfg.model
+        run = self.run
         my_micro, rows = run.share.micro, run.share.rows
         loss_sum = torch.zeros((), device=run.device)
         for m in my_micro:
-            x, y = run.data.batch(
-                "train", tc.batch_size, mc.block_size, train_generator(tc.seed, step, m)
-            )
+            x, y = run.batches(step, m)
             x, y = x[rows], y[rows]  # all rows, unless processes share each micro-batch
             # Gradients are all-reduced once per step, in the last micro-batch's backward.
             sync = not run.d.enabled or m == my_micro[-1]

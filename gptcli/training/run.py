@@ -18,7 +18,7 @@ from gptcli.device import resolve_precision
 from gptcli.model import GPT
 from gptcli.model.norms import NORMS, CausalLeakWarning, causal_leak
 from gptcli.training import distributed, resume
-from gptcli.training.batches import StepShare, step_share
+from gptcli.training.batches import StepShare, TrainBatches, step_share
 from gptcli.training.budgets import resolve_length
 from gptcli.training.distributed import Dist
 from gptcli.training.optim import FusedAdamW, make_optimizer
@@ -44,6 +44,7 @@ class Run:
     forward: torch.nn.Module | None = None  # the model, compiled when asked: what evaluates
     trainee: torch.nn.Module | None = None  # forward, DDP-wrapped under torchrun: what trains
     length_note: str | None = None  # what train.flops_budget or tokens_per_param chose
+    batches: TrainBatches | None = None  # the train sequences of each micro-batch
 
     @property
     def out_dir(self) -> Path:
@@ -81,6 +82,7 @@ def build_run(cfg: Config, d: Dist, device: torch.device, *, resume_run: bool, f
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     run = Run(cfg, d, device, precision, data, model, optimizer, scaler, n_micro, share)
     run.length_note = length
+    run.batches = TrainBatches(cfg, data, n_micro)
     if resume_run:
         progress = resume.restore(cfg, data.vocab_size, d, device, model, optimizer, scaler)
         run.start_step, run.best_step, run.best_val = progress
@@ -118,6 +120,13 @@ def run_info(run: Run) -> RunInfo:
 
 def _notes(run: Run) -> list[str]:
     notes = [run.length_note] if run.length_note else []
+    if run.cfg.data.order == "epoch":
+        passes = run.batches.passes(run.cfg.train.max_iters)
+        notes.append(
+            f"data.order epoch: {run.cfg.train.max_iters:,} steps read the train split's "
+            f"{run.batches.windows:,} windows {passes:.2f} times"
+            + (" (no token twice)" if passes <= 1 else " (tokens repeat after the first pass)")
+        )
     if run.share.sharing > 1:
         rows = run.cfg.train.batch_size // run.share.sharing
         notes.append(

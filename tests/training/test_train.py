@@ -63,14 +63,16 @@ def test_existing_run_needs_resume_or_force(tmp_path, char_data):
     assert train(cfg, force=True).steps == 20
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_resume_continues_bitwise_identically(tmp_path, char_data, precision):
+@pytest.mark.parametrize(("precision", "order"), [("fp32", "random"), ("bf16", "random"),
+                                                  ("fp32", "epoch")])  # fmt: skip
+def test_resume_continues_bitwise_identically(tmp_path, char_data, precision, order):
     # Dropout on, so the restored RNG state matters; the schedule is fixed by lr_decay_iters so
     # that stopping at step 20 does not change it. Bit for bit in bf16 too: both runs are in
     # one process, so on one CPU, and run the same kernels on the same shapes.
     def cfg(out, max_iters):
         train_keys = {"max_iters": max_iters, "lr_decay_iters": 40, "precision": precision}
-        return tiny_config(char_data, tmp_path / out, model={"dropout": 0.1}, train=train_keys)
+        return tiny_config(char_data, tmp_path / out, model={"dropout": 0.1}, train=train_keys,
+                           data={"order": order})  # fmt: skip
 
     train(cfg("full", 40))
     train(cfg("half", 20))

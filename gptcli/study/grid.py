@@ -26,7 +26,10 @@ And, crossed with either, named model sizes (groups of keys moved together) and 
       m: {model.n_layer: 4, model.n_head: 4, model.n_embd: 128, train.lr: 6.0e-4}
     budgets: [1.0e12, 3.0e12, 1.0e13]
 
-A run is then named `size=m,budget=3e+12,rung=1-rope,seed=1337`.
+A run is then named `size=m,budget=3e+12,rung=1-rope,seed=1337`. A budget may name the sizes it
+runs, so that each budget's sizes bracket its own optimum (`{flops: 1.0e13, sizes: [m, l]}`);
+a plain number runs every size. A ladder and vary may also be given together: each rung at each
+combination of the varied values (a learning-rate sweep of several blocks).
 """
 
 from __future__ import annotations
@@ -59,12 +62,15 @@ class Grid:
     ladder: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (rung, its keys)
     sizes: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (size, its keys)
     budgets: list[float] = field(default_factory=list)  # train.flops_budget of each
+    budget_sizes: dict[float, list[str]] = field(default_factory=dict)  # where not every size
 
     def to_dict(self) -> dict[str, Any]:
+        budgets = [{"flops": b, "sizes": self.budget_sizes[b]} if b in self.budget_sizes else b
+                   for b in self.budgets]  # fmt: skip
         return {"config": str(self.config), "out": str(self.out), "set": self.sets,
                 "vary": self.vary, "seeds": self.seeds,
                 "ladder": [{"name": n, "set": keys} for n, keys in self.ladder],
-                "sizes": dict(self.sizes), "budgets": self.budgets}  # fmt: skip
+                "sizes": dict(self.sizes), "budgets": budgets}  # fmt: skip
 
 
 @dataclass
@@ -114,7 +120,7 @@ def load_grid(path: Path) -> Grid:
         raise GptcliError(f"cannot read grid file {path}: {exc.strerror}") from None
     except yaml.YAMLError:
         raise GptcliError(f"grid file {path} is not valid YAML") from None
-    if not isinstance(raw, dict) or "config" not in raw or ("vary" in raw and "ladder" in raw) \
+    if not isinstance(raw, dict) or "config" not in raw \
             or not {"vary", "ladder", "sizes", "budgets"} & set(raw):
         raise GptcliError(f"grid file {path} needs `config:` and something to vary: `vary:` or "
                           f"`ladder:`, `sizes:`, `budgets:` ({GRID_KEYS})")  # fmt: skip
@@ -141,12 +147,34 @@ def load_grid(path: Path) -> Grid:
         raise GptcliError(f"grid file {path}: seeds must be a list of integers")
     out = raw.get("out") or f"out/sweeps/{Path(path).stem}"
     sizes = _sizes(raw.get("sizes"), path) if "sizes" in raw else []
-    budgets = raw.get("budgets") or []
-    if not (isinstance(budgets, list) and all(_positive(b) for b in budgets)):
-        raise GptcliError(f"grid file {path}: budgets must be a list of FLOP counts > 0, e.g. "
-                          "[1.0e12, 3.0e12]")  # fmt: skip
-    return Grid(Path(raw["config"]), Path(out), list(sets), vary, seeds, ladder, sizes,
-                [float(b) for b in budgets])
+    budgets, budget_sizes = _budgets(raw.get("budgets") or [], [n for n, _ in sizes], path)
+    return Grid(Path(raw["config"]), Path(out), list(sets), vary, seeds, ladder, sizes, budgets,
+                budget_sizes)  # fmt: skip
+
+
+def _budgets(raw: Any, sizes: list[str], path: Path) -> tuple[list[float], dict[float, list]]:
+    """The budgets' FLOPs, and the sizes of those that name theirs."""
+    if not isinstance(raw, list):
+        raw = [None]
+    budgets, named = [], {}
+    for entry in raw:
+        flops = entry.get("flops") if isinstance(entry, dict) else entry
+        extra = isinstance(entry, dict) and not set(entry) <= {"flops", "sizes"}
+        if not _positive(flops) or extra:
+            raise GptcliError(f"grid file {path}: budgets must be a list of FLOP counts > 0, "
+                              "each a number or {flops: F, sizes: [NAME, ...]}, e.g. "
+                              "[1.0e12, {flops: 3.0e12, sizes: [s, m]}]")  # fmt: skip
+        budgets.append(float(flops))
+        if isinstance(entry, dict) and "sizes" in entry:
+            chosen = entry["sizes"]
+            listed = isinstance(chosen, list)
+            unknown = [n for n in chosen if n not in sizes] if listed else [chosen]
+            if unknown or not chosen:
+                raise GptcliError(f"grid file {path}: budget {flops:.3g}: sizes must list sizes "
+                                  f"the grid names ({', '.join(sizes) or 'none'}); "
+                                  f"not {unknown[0] if unknown else chosen!r}")  # fmt: skip
+            named[float(flops)] = [str(n) for n in chosen]
+    return budgets, named
 
 
 def _positive(value: Any) -> bool:
@@ -200,7 +228,9 @@ def expand(grid: Grid) -> list[Combo]:
     value stops the sweep, naming the combination."""
     seeds = grid.seeds or [None]
     combos = []
-    scaled = itertools.product(grid.sizes or [(None, {})], grid.budgets or [None])
+    scaled = [(sized, budget) for sized in grid.sizes or [(None, {})]
+              for budget in grid.budgets or [None]
+              if budget not in grid.budget_sizes or sized[0] in grid.budget_sizes[budget]]
     for ((size, shape), budget), (label, variant) in itertools.product(scaled, _variants(grid)):
         for seed in seeds:
             overrides = {**shape, **variant}
@@ -223,19 +253,18 @@ def expand(grid: Grid) -> list[Combo]:
 
 
 def _variants(grid: Grid):
-    """(name parts, overrides) of each variant: the product of vary, or the ladder's rungs."""
-    if grid.ladder:
-        keys: dict[str, Any] = {}
-        for i, (rung, adds) in enumerate(grid.ladder):
-            keys = {**keys, **adds}
-            yield [f"rung={i}-{rung}"], keys
-        return
+    """(name parts, overrides) of each variant: the ladder's rungs (or none) times the product
+    of vary."""
+    rungs, keys = [], {}
+    for i, (rung, adds) in enumerate(grid.ladder):
+        keys = {**keys, **adds}
+        rungs.append(([f"rung={i}-{rung}"], keys))
     varied = list(grid.vary)
     shorts = _short_names(varied)
-    for values in itertools.product(*(grid.vary[k] for k in varied)):
-        yield [f"{shorts[k]}={_text(v)}" for k, v in zip(varied, values, strict=True)], dict(
-            zip(varied, values, strict=True)
-        )
+    for (rung_label, rung_keys), values in itertools.product(
+            rungs or [([], {})], itertools.product(*(grid.vary[k] for k in varied))):
+        label = [f"{shorts[k]}={_text(v)}" for k, v in zip(varied, values, strict=True)]
+        yield rung_label + label, {**rung_keys, **dict(zip(varied, values, strict=True))}
 
 
 def _checked_config(grid: Grid, overrides: dict[str, Any], name: str) -> Config:

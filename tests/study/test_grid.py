@@ -166,7 +166,25 @@ def test_sizes_and_budgets_cross_the_variants_and_name_the_runs(tmp_path, char_d
     assert expand(ladder)[1].name == "size=s,budget=1e+07,rung=1-rope,seed=1"
 
 
+def test_a_budget_may_name_its_sizes_and_a_ladder_crosses_vary(tmp_path, char_data):
+    grid = sized_grid(tmp_path, char_data, budgets=[1.0e7, {"flops": 2.0e7, "sizes": ["m"]}],
+                      ladder=[{"name": "gpt2"},
+                              {"name": "rope", "set": {"model.position": "rope"}}],
+                      vary={"train.lr": [1e-3, 2e-3]})  # fmt: skip
+    names = [c.name for c in expand(grid)]
+    assert len(names) == 3 * 2 * 2  # s at the first budget, m at both; 2 rungs x 2 rates
+    assert "size=s,budget=2e+07,rung=0-gpt2,lr=0.001,seed=1" not in names
+    assert names[:2] == ["size=s,budget=1e+07,rung=0-gpt2,lr=0.001,seed=1",
+                         "size=s,budget=1e+07,rung=0-gpt2,lr=0.002,seed=1"]  # fmt: skip
+    rope = {c.name: c for c in expand(grid)}["size=m,budget=2e+07,rung=1-rope,lr=0.002,seed=1"]
+    assert (rope.config.model.position, rope.config.train.lr) == ("rope", 2e-3)
+    assert grid.to_dict()["budgets"] == [1.0e7, {"flops": 2.0e7, "sizes": ["m"]}]
+
+
 @pytest.mark.parametrize(("extra", "needle"), [
+    ({"budgets": [{"flops": 1e7, "sizes": ["xl"]}]}, "budget 1e+07: sizes must list sizes the "
+                                                      "grid names (s, m); not 'xl'"),
+    ({"budgets": [{"flops": 1e7, "size": ["s"]}]}, "each a number or {flops: F, sizes:"),
     ({"sizes": {"s": {}}}, "sizes must name groups of keys"),
     ({"sizes": {"s s": {"model.n_layer": 1}}}, "size 's s': a plain name"),
     ({"budgets": [0]}, "budgets must be a list of FLOP counts > 0"),

@@ -197,13 +197,21 @@ def valleys(budgets, params, losses) -> list[tuple[float, np.ndarray, np.ndarray
     return found
 
 
-def isoflop(budgets, params, losses) -> IsoFlop | None:
+def isoflop(budgets, params, losses, tokens=None) -> IsoFlop | None:
     """Chinchilla's second approach over runs given as (budget, parameters, loss); None where
-    no budget has three sizes."""
+    no budget has three sizes. With each run's training tokens, D_opt is read off the line of
+    log tokens against log parameters at that budget (exact for the count the runs used, which
+    for small models is far from 6N: the head and attention weigh); without, C / 6 N_opt."""
     optima = []
+    N, D = np.asarray(params, dtype=float), None if tokens is None else np.asarray(tokens, float)
     for budget, (c2, c1, _), sizes, _ in valleys(budgets, params, losses):
         n_opt = float(np.exp(-c1 / (2 * c2)))
-        d_opt = budget / (6 * n_opt)
+        if D is None:
+            d_opt = budget / (6 * n_opt)
+        else:
+            at = np.asarray(budgets, dtype=float) == budget
+            slope, icpt = np.polyfit(np.log(N[at]), np.log(D[at]), 1)
+            d_opt = float(np.exp(icpt + slope * np.log(n_opt)))
         optima.append({"budget": budget, "n_opt": n_opt, "d_opt": d_opt,
                        "tokens_per_param": d_opt / n_opt,
                        "inside": bool(sizes.min() <= n_opt <= sizes.max())})  # fmt: skip

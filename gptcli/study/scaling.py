@@ -2,12 +2,16 @@
 
 A variant is what a row is without its size and budget: the rows of one variant at different
 sizes and budgets are its points, one per run (seeds included), each at the training FLOPs the
-run recorded (gptcli/compute.py) and the loss compare reads for it.
+run recorded (gptcli/compute.py) and the loss compare reads for it. Where a budget ran several
+sizes, the law is fitted to its compute-efficient frontier (Kaplan's envelope, Chinchilla's
+first approach): at each budget only the runs of the size with the lowest mean loss; an
+oversized or undersized model at a budget says how far off the optimum it was, not how loss
+falls with compute. IsoFLOP reads every size.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +37,7 @@ SCALE_KEYS = ("size", "train.flops_budget", "train.tokens_per_param", "model.n_l
 
 
 def variants(rows: list[Row]) -> dict[str, list[tuple[float, float, float | None, int, str]]]:
-    """variant name -> its points: (FLOPs, loss, budget, parameters, run) of every run."""
+    """variant name -> its points: (FLOPs, loss, budget, parameters, run, tokens) of every run."""
     points: dict[str, list] = {}
     for row in rows:
         name = ",".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in row.overrides.items()
@@ -44,15 +48,29 @@ def variants(rows: list[Row]) -> dict[str, list[tuple[float, float, float | None
                                   f"gptcli eval, or pick another --metric")  # fmt: skip
             budget = run.flat.get("train.flops_budget")
             points.setdefault(name, []).append(
-                (run.compute.flops, value, budget, run.compute.params, str(run.dir)))
+                (run.compute.flops, value, budget, run.compute.params, str(run.dir),
+                 run.compute.tokens))  # fmt: skip
     return points
+
+
+def frontier(points: list[tuple]) -> list[tuple]:
+    """The points a law is fitted to: at each budget the runs of its best size (lowest mean
+    loss over seeds); runs without a budget all count."""
+    kept = [p for p in points if p[2] is None]
+    for budget in sorted({p[2] for p in points if p[2] is not None}):
+        at = [p for p in points if p[2] == budget]
+        by_size = {n: [p for p in at if p[3] == n] for n in {p[3] for p in at}}
+        kept += min(by_size.values(), key=lambda runs: float(np.mean([p[1] for p in runs])))
+    return kept
 
 
 @dataclass
 class Fits:
     result: dict[str, Any]  # what --format json prints
     laws: dict[str, PowerLaw]  # per variant, for the plot
-    points: dict[str, list]  # per variant: (FLOPs, loss, budget, parameters, run)
+    points: dict[str, list]  # per variant: (FLOPs, loss, budget, parameters, run, tokens)
+    # per variant: the points on its frontier, which the law is fitted to (default: all)
+    fitted: dict[str, list] = field(default_factory=dict)
 
 
 def fit_rows(rows: list[Row], at: float | None = None) -> Fits:
@@ -61,14 +79,15 @@ def fit_rows(rows: list[Row], at: float | None = None) -> Fits:
     points = variants(rows)
     out: dict[str, Any] = {"metric": rows[0].metric if rows else None, "variants": []}
     laws: dict[str, PowerLaw] = {}
+    fitted = {name: frontier(pts) for name, pts in points.items()}
     for name, pts in points.items():
-        flops, losses = [p[0] for p in pts], [p[1] for p in pts]
+        flops, losses = [p[0] for p in fitted[name]], [p[1] for p in fitted[name]]
         try:
             law = fit_power_law(flops, losses)
         except GptcliError as exc:
             raise GptcliError(f"variant {name}: {exc}") from None
         laws[name] = law
-        entry = {"name": name, **law.record()}
+        entry = {"name": name, **law.record(), "runs": len(pts)}
         if at is not None:
             entry["at"] = {"flops": at, "loss": law.predict(at).record()}
         try:
@@ -77,14 +96,14 @@ def fit_rows(rows: list[Row], at: float | None = None) -> Fits:
             entry["held_out"] = {"reason": str(exc)}
         budgets = [p[2] for p in pts]
         if all(b is not None for b in budgets):
-            iso = isoflop(budgets, [p[3] for p in pts], losses)
+            iso = isoflop(budgets, [p[3] for p in pts], [p[1] for p in pts], [p[5] for p in pts])
             entry["isoflop"] = iso.record() if iso else None
         out["variants"].append(entry)
     if len(laws) == 2:
         a, b = laws.values()
         cross = crossing(a, b)
         out["crossing"] = cross.record() if isinstance(cross, Interval) else {"reason": cross}
-    return Fits(out, laws, points)
+    return Fits(out, laws, points, fitted)
 
 
 HEAD = ["variant", "runs", "E", "A", "α", "held-out error at the largest budget"]
@@ -121,15 +140,20 @@ def findings(result: dict[str, Any]) -> list[str]:
 
 
 def plot_fits(fits: Fits, out: Path) -> Path:
-    """Loss against training FLOPs on log axes: each variant's runs as points, its fitted curve
-    and the band of its bootstrap refits (2.5th to 97.5th percentile), over and past its range."""
+    """Loss against training FLOPs on log axes: each variant's runs as points (filled on the
+    frontier the law is fitted to, hollow off it), its fitted curve and the band of its
+    bootstrap refits (2.5th to 97.5th percentile), over and past its range."""
     plt = pictures.pyplot()
     fig, ax = plt.subplots(figsize=(8, 5), dpi=100)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, (name, law) in enumerate(fits.laws.items()):
         colour = colours[i % len(colours)]
-        pts = np.asarray([(p[0], p[1]) for p in fits.points[name]])
+        on = fits.fitted.get(name, fits.points[name])
+        off = np.asarray([(p[0], p[1]) for p in fits.points[name] if p not in on]).reshape(-1, 2)
+        pts = np.asarray([(p[0], p[1]) for p in on])
         ax.scatter(pts[:, 0], pts[:, 1], color=colour, s=18, zorder=3)
+        # Sizes off the frontier: hollow, to show how far from the optimum they were.
+        ax.scatter(off[:, 0], off[:, 1], facecolors="none", edgecolors=colour, s=18, zorder=3)
         grid = np.geomspace(law.flops[0], law.flops[1] * 10, 200)
         boot = law.boot[:, :1] + law.boot[:, 1:2] * grid[None, :] ** -law.boot[:, 2:3]
         low, high = np.percentile(boot, [2.5, 97.5], axis=0)

@@ -123,3 +123,34 @@ def test_the_fit_plot_draws_each_variant_s_points_curve_and_band(tmp_path):
     assert image.shape[:2] == (500, 800)
     # Two colours of points and bands on a white page: more than one colour is drawn.
     assert len(np.unique(image.reshape(-1, image.shape[-1])[:, :3], axis=0)) > 50
+
+
+def test_isoflop_reads_d_opt_off_the_runs_own_tokens():
+    # Runs whose cost per token is not 6N (here 8N, as a head and attention make it for small
+    # models): D_opt follows the tokens they trained on, not C / 6 N_opt.
+    rng = np.random.default_rng(6)
+    budgets, sizes, losses, tokens = [], [], [], []
+    for c in (1e15, 1e16, 1e17):
+        for n in np.geomspace(1e6, 1e8, 7):
+            budgets.append(c)
+            sizes.append(n)
+            tokens.append(c / (8 * n))
+            losses.append(1.7 + 400 / n**0.34 + 410 / (c / (8 * n)) ** 0.28 + rng.normal(0, 1e-5))
+    six = isoflop(budgets, sizes, losses)
+    eight = isoflop(budgets, sizes, losses, tokens)
+    for o6, o8 in zip(six.optima, eight.optima, strict=True):
+        assert o8["n_opt"] == o6["n_opt"]
+        assert o8["d_opt"] == pytest.approx(o8["budget"] / (8 * o8["n_opt"]), rel=1e-9)
+        assert o6["d_opt"] == pytest.approx(o6["budget"] / (6 * o6["n_opt"]))
+
+
+def test_the_law_is_fitted_to_each_budgets_best_size():
+    from gptcli.study.scaling import frontier
+
+    # (FLOPs, loss, budget, parameters, run, tokens): at budget 1e12 the 2e5 size is best on
+    # the mean of its two seeds though a 1e5 run has the lowest single loss.
+    pts = [(1e12, 3.00, 1e12, 1e5, "a", 1), (1e12, 3.30, 1e12, 1e5, "b", 1),
+           (1e12, 3.05, 1e12, 2e5, "c", 1), (1e12, 3.10, 1e12, 2e5, "d", 1),
+           (1e12, 3.40, 1e12, 4e5, "e", 1), (3e12, 2.90, 3e12, 4e5, "f", 1),
+           (5e12, 2.80, None, 4e5, "g", 1), (6e12, 2.70, None, 4e5, "h", 1)]  # fmt: skip
+    assert sorted(p[4] for p in frontier(pts)) == ["c", "d", "f", "g", "h"]

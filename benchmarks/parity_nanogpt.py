@@ -30,7 +30,8 @@ sys.path.insert(0, str(REPO))
 from gptcli.config import load_config  # noqa: E402
 from gptcli.data.dataset import TokenDataset  # noqa: E402
 from gptcli.model import GPT  # noqa: E402
-from gptcli.training.optim import lr_at, make_optimizer, set_lr  # noqa: E402
+from gptcli.training.optim import make_optimizer, set_lr  # noqa: E402
+from gptcli.training.schedules import lr_at  # noqa: E402
 
 
 def nanogpt_model(nanogpt: Path, cfg, vocab_size: int):

@@ -70,6 +70,8 @@ class TrainConfig:
     min_lr: float = 1e-4
     warmup_iters: int = 100
     lr_decay_iters: int | None = None  # None: decay over max_iters
+    schedule: str = "cosine"  # after the warmup: cosine, linear, constant or wsd
+    cooldown: float = 0.2  # wsd's final decay: a fraction of max_iters below 1, else steps
     weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.99
@@ -121,6 +123,7 @@ _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 CHOICES: dict[str, list[str]] = {
     "train.precision": ["auto", "fp32", "bf16", "fp16"],
     "data.order": ["random", "epoch"],
+    "train.schedule": ["cosine", "linear", "constant", "wsd"],
 }
 
 
@@ -147,6 +150,8 @@ _RULES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "train.min_lr": (lambda v: v >= 0, "a number >= 0"),
     "train.warmup_iters": (lambda v: v >= 0, "an integer >= 0"),
     "train.lr_decay_iters": (lambda v: v is None or v >= 1, "an integer >= 1 or null"),
+    "train.cooldown": (lambda v: 0 < v < 1 or (v >= 1 and float(v).is_integer()),
+                       "a fraction of the run in (0, 1) or a whole number of steps >= 1"),
     "train.weight_decay": (lambda v: v >= 0, "a number >= 0"),
     "train.beta1": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
     "train.beta2": (lambda v: 0 <= v < 1, "a number in [0, 1)"),

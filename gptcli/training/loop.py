@@ -27,7 +27,7 @@ from gptcli.model import check_config
 from gptcli.training import distributed, trackers
 from gptcli.training.estimate import evaluate
 from gptcli.training.mfu import peak_flops
-from gptcli.training.optim import lr_at, set_lr
+from gptcli.training.optim import set_lr
 from gptcli.training.report import (
     Callbacks,
     EvalResult,
@@ -37,6 +37,7 @@ from gptcli.training.report import (
     summary_writer_class,
 )
 from gptcli.training.run import Run, build_run, run_info, save
+from gptcli.training.schedules import lr_at
 from gptcli.training.sharing import CoreShare
 from gptcli.training.signals import StopSignal
 

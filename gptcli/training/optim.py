@@ -1,23 +1,10 @@
-"""AdamW with GPT-2's decay groups, and the learning-rate schedule: linear warmup, cosine decay."""
+"""AdamW with GPT-2's decay groups (training/schedules.py sets its learning rate each step)."""
 
 from __future__ import annotations
-
-import math
 
 import torch
 
 from gptcli.config import TrainConfig
-
-
-def lr_at(step: int, tc: TrainConfig) -> float:
-    """Linear warmup to lr, then cosine decay to min_lr at lr_decay_iters, then flat."""
-    decay_iters = tc.lr_decay_iters or tc.max_iters
-    if step < tc.warmup_iters:
-        return tc.lr * (step + 1) / (tc.warmup_iters + 1)
-    if step >= decay_iters:
-        return tc.min_lr
-    progress = (step - tc.warmup_iters) / max(1, decay_iters - tc.warmup_iters)
-    return tc.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (tc.lr - tc.min_lr)
 
 
 def make_optimizer(model: torch.nn.Module, tc: TrainConfig, device: torch.device):

@@ -24,6 +24,7 @@ from gptcli.training.distributed import Dist
 from gptcli.training.optim import FusedAdamW, make_optimizer
 from gptcli.training.precision import train_precision
 from gptcli.training.report import TENSORBOARD_DIR, RunInfo
+from gptcli.training.schedules import check_schedule
 
 
 @dataclass
@@ -63,6 +64,7 @@ def build_run(cfg: Config, d: Dist, device: torch.device, *, resume_run: bool, f
     cfg, init_state = resume.apply_init_from(cfg, data, resume_run)
     cfg, length = resolve_length(cfg, data.vocab_size)  # a budget decides max_iters
     tc = cfg.train
+    check_schedule(tc)
     data.check_block_size(cfg.model.block_size)
     n_micro = micro_batches(tc, cfg.model.block_size)
     share = step_share(tc, n_micro, d.rank, d.world_size)

@@ -14,7 +14,7 @@ from gptcli.errors import GptcliError
 from gptcli.model import GPT
 from gptcli.training.loop import train
 from gptcli.training.mfu import peak_flops
-from gptcli.training.optim import lr_at, make_optimizer
+from gptcli.training.optim import make_optimizer
 from gptcli.training.report import Callbacks
 
 from ..conftest import tiny_config
@@ -33,16 +33,6 @@ def test_training_lowers_the_loss_and_writes_a_checkpoint(tmp_path, char_data):
     steps = [r for r in records if "loss" in r]
     assert [r["step"] for r in evals] == [0, 20, 40]
     assert [r["step"] for r in steps] == list(range(5, 41, 5))
-
-
-def test_lr_schedule_warms_up_then_decays_to_min():
-    tc = TrainConfig(lr=1.0, min_lr=0.1, warmup_iters=10, max_iters=110)
-    lrs = [lr_at(s, tc) for s in range(120)]
-    assert lrs[0] < lrs[5] < lrs[9] < 1.0
-    assert lrs[10] == pytest.approx(1.0)
-    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:], strict=False))
-    assert lrs[60] == pytest.approx(0.55)
-    assert lrs[110] == lrs[119] == pytest.approx(0.1)
 
 
 def test_weight_decay_skips_biases_and_norm_gains(tmp_path):

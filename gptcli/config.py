@@ -75,6 +75,13 @@ class TrainConfig:
     weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.99
+    optimizer: str = "adamw"  # adamw, or muon: Muon for the blocks' matrices, AdamW for the rest
+    # Muon's (the defaults nanochat's and torch's: momentum 0.95, Nesterov, 5 Newton-Schulz steps)
+    muon_lr: float = 0.02  # follows the schedule as lr does (muon_lr / lr x lr_at(step))
+    muon_momentum: float = 0.95
+    muon_nesterov: bool = True
+    muon_ns_steps: int = 5
+    muon_weight_decay: float = 0.0
     grad_clip: float = 1.0
     eval_interval: int = 250
     eval_iters: int = 20
@@ -124,6 +131,7 @@ CHOICES: dict[str, list[str]] = {
     "train.precision": ["auto", "fp32", "bf16", "fp16"],
     "data.order": ["random", "epoch"],
     "train.schedule": ["cosine", "linear", "constant", "wsd"],
+    "train.optimizer": ["adamw", "muon"],
 }
 
 
@@ -155,6 +163,10 @@ _RULES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "train.weight_decay": (lambda v: v >= 0, "a number >= 0"),
     "train.beta1": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
     "train.beta2": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "train.muon_lr": (lambda v: v > 0, "a number > 0"),
+    "train.muon_momentum": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "train.muon_ns_steps": (lambda v: v >= 1, "an integer >= 1"),
+    "train.muon_weight_decay": (lambda v: v >= 0, "a number >= 0"),
     "train.grad_clip": (lambda v: v >= 0, "a number >= 0 (0 disables clipping)"),
     "train.eval_interval": (lambda v: v >= 1, "an integer >= 1"),
     "train.eval_iters": (lambda v: v >= 1, "an integer >= 1"),

@@ -1,4 +1,13 @@
-"""AdamW with GPT-2's decay groups (training/schedules.py sets its learning rate each step)."""
+"""The optimizer: AdamW with GPT-2's decay groups, or Muon for the blocks' matrices beside AdamW
+for the rest (training/schedules.py sets the learning rate each step).
+
+Muon (Jordan et al. 2024; torch.optim.Muon) replaces each matrix's momentum by its nearest
+semi-orthogonal matrix (Newton-Schulz iterations). It is for the linear layers inside the
+blocks; the embedding, the head (tied or not), norms, biases and position tables stay on AdamW,
+as in modded-nanogpt and nanochat. c_attn's fused q, k and v are orthogonalised as one matrix.
+Every group carries an lr_scale, its learning rate over train.lr: the schedule multiplies both
+optimizers alike, and µP's per-layer rates are scales too.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +16,46 @@ import torch
 from gptcli.config import TrainConfig
 
 
+def muon_matrices(model: torch.nn.Module) -> list[torch.Tensor]:
+    """The weights Muon trains: every linear layer's inside the blocks."""
+    return [module.weight for name, module in model.named_modules()
+            if name.startswith("blocks.") and isinstance(module, torch.nn.Linear)]  # fmt: skip
+
+
 def make_optimizer(model: torch.nn.Module, tc: TrainConfig, device: torch.device):
-    """AdamW; weight decay on matrices and embeddings only, never on biases or norm gains."""
+    """AdamW, or Muon and AdamW; weight decay on matrices and embeddings only, never on biases
+    or norm gains."""
     params = [p for p in model.parameters() if p.requires_grad]
+    scale = getattr(model, "lr_scale", lambda p: 1.0)  # µP's per-layer rates (model/mup.py)
+    matrices = {id(p) for p in muon_matrices(model)} if tc.optimizer == "muon" else set()
     groups = [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": tc.weight_decay},
+        {"params": [p for p in params if p.dim() >= 2 and id(p) not in matrices],
+         "weight_decay": tc.weight_decay},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-    ]
+    ]  # fmt: skip
+    groups = [g for group in groups for g in _by_scale(group, scale)]
+    adamw = _adamw(groups, tc, device)
+    if not matrices:
+        return adamw
+    muon_groups = [{"params": [p for p in params if id(p) in matrices],
+                    "weight_decay": tc.muon_weight_decay}]  # fmt: skip
+    muon_groups = [g for group in muon_groups for g in _by_scale(group, scale, tc.muon_lr / tc.lr)]
+    muon = torch.optim.Muon(muon_groups, lr=tc.muon_lr, momentum=tc.muon_momentum,
+                            nesterov=tc.muon_nesterov, ns_steps=tc.muon_ns_steps)  # fmt: skip
+    return Chain(muon=muon, adamw=adamw)
+
+
+def _by_scale(group: dict, scale, base: float = 1.0) -> list[dict]:
+    """group split by the learning-rate scale of each parameter (one group where all share it)."""
+    split: dict[float, list] = {}
+    for p in group["params"]:
+        split.setdefault(base * scale(p), []).append(p)
+    # An empty group stays: the state_dict's layout does not depend on the model's variant.
+    return [{**group, "params": ps, "lr_scale": s} for s, ps in split.items()] or [
+        {**group, "lr_scale": base}]
+
+
+def _adamw(groups: list[dict], tc: TrainConfig, device: torch.device):
     betas = (tc.beta1, tc.beta2)
     # One fused kernel on CUDA and CPU (6% faster per step than foreach on nanoGPT's CPU
     # recipe); elsewhere one multi-tensor op per update rather than a loop over the parameters.
@@ -21,6 +63,40 @@ def make_optimizer(model: torch.nn.Module, tc: TrainConfig, device: torch.device
         return FusedAdamW(groups, lr=tc.lr, betas=betas)
     extra = {"fused": True} if device.type == "cuda" else {"foreach": True}
     return torch.optim.AdamW(groups, lr=tc.lr, betas=betas, **extra)
+
+
+class Chain:
+    """Optimizers stepped as one (Muon's matrices, AdamW's rest): what the loop, GradScaler and
+    checkpoints see of an optimizer, its param_groups, step, zero_grad and state."""
+
+    def __init__(self, **optimizers):
+        self.optimizers = optimizers
+
+    @property
+    def param_groups(self) -> list[dict]:
+        return [g for opt in self.optimizers.values() for g in opt.param_groups]
+
+    @property
+    def state(self) -> dict:
+        return {p: s for opt in self.optimizers.values() for p, s in opt.state.items()}
+
+    def step(self) -> None:
+        for opt in self.optimizers.values():
+            opt.step()
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for opt in self.optimizers.values():
+            opt.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict:
+        return {name: opt.state_dict() for name, opt in self.optimizers.items()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        if set(state_dict) != set(self.optimizers):
+            raise ValueError(f"the optimizer state holds {sorted(state_dict)}, not "
+                             f"{sorted(self.optimizers)}")  # fmt: skip
+        for name, opt in self.optimizers.items():
+            opt.load_state_dict(state_dict[name])
 
 
 class FusedAdamW:
@@ -42,7 +118,7 @@ class FusedAdamW:
         }
         self.param_groups = [
             {"weight_decay": g["weight_decay"], "lr": lr, "betas": betas, "eps": eps, **flags,
-             "params": list(g["params"])}
+             "lr_scale": g.get("lr_scale", 1.0), "params": list(g["params"])}
             for g in groups
         ]  # fmt: skip
         self.state: dict[torch.Tensor, dict[str, torch.Tensor]] = {}
@@ -110,6 +186,7 @@ class FusedAdamW:
 
 
 def set_lr(optimizer, lr: float) -> float:
+    """Every group at lr times its scale; returns lr (train.lr's place in the schedule)."""
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)
     return lr

@@ -124,7 +124,12 @@ def restore(cfg: Config, vocab_size: int, d: Dist, device: torch.device, model: 
             f"{vocab_size} (data.dir {cfg.data.dir})"
         )
     model.load_state_dict(ckpt.model_state())
-    optimizer.load_state_dict(state["optimizer"])
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+    except (ValueError, KeyError) as exc:
+        raise GptcliError(f"cannot resume: the checkpoint's optimizer state does not fit "
+                          f"train.optimizer {cfg.train.optimizer} ({exc}); resume with the "
+                          "optimizer the run started with") from None
     scaler.load_state_dict(state["scaler"])
     progress = Progress(state["step"], state["best_step"], state["best_val_loss"])
     rng = state["rng"]

@@ -93,11 +93,19 @@ def records(run):
 
 
 @pytest.mark.slow
-def test_torchrun_two_processes_match_one(tmp_path, char_data, one_thread):
+# Muon orthogonalises in bf16 (torch.optim.Muon's Newton-Schulz): a float32 rounding apart in
+# the summed gradient can round an element of the iteration the other way (2^-8 of it), and
+# five iterations amplify that on matrices this small. Its losses agree to 1e-3, its weights to
+# less than one step's update at muon_lr 0.02 (measured: at most 0.0056), not to float32's
+# rounding.
+@pytest.mark.parametrize(("recipe", "rel", "atol"), [
+    ({}, 1e-5, 1e-6), ({"optimizer": "muon", "schedule": "linear"}, 1e-3, 1e-2)],
+    ids=["adamw", "muon"])  # fmt: skip
+def test_torchrun_two_processes_match_one(tmp_path, char_data, one_thread, recipe, rel, atol):
     # Global batch 4 x 4 micro-batches of 16 tokens: two processes run 2 each (so no_sync is
     # used), first 10 steps, then --resume to 20. The schedule is fixed by lr_decay_iters; 5
     # eval batches do not split evenly, which must not deadlock.
-    keys = {"batch_size": 4, "grad_accum": 4, "max_iters": 20, "lr_decay_iters": 20}
+    keys = {"batch_size": 4, "grad_accum": 4, "max_iters": 20, "lr_decay_iters": 20, **recipe}
     keys |= {"eval_interval": 10, "eval_iters": 5, "log_interval": 5}
     single = train(tiny_config(char_data, tmp_path / "single", train=keys))
 
@@ -122,13 +130,15 @@ def test_torchrun_two_processes_match_one(tmp_path, char_data, one_thread):
     for a, b in zip(one, two, strict=True):
         for key in ("loss", "train_loss", "val_loss"):
             if key in a:
-                assert b[key] == pytest.approx(a[key], rel=1e-5), (a["step"], key)
+                assert b[key] == pytest.approx(a[key], rel=rel), (a["step"], key)
     assert two[-1]["val_loss"] < two[0]["val_loss"] - 0.3
-    assert single.last_eval.val_loss == pytest.approx(two[-1]["val_loss"], rel=1e-5)
+    assert single.last_eval.val_loss == pytest.approx(two[-1]["val_loss"], rel=rel)
 
     a = checkpoint.load(tmp_path / "single", "latest").model_state()
     b = checkpoint.load(tmp_path / "ddp", "latest").model_state()
-    assert all(torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-6) for k in a)
+    worst = {k: float((a[k] - b[k]).abs().max()) for k in a}
+    assert all(torch.allclose(a[k], b[k], rtol=1e-4, atol=atol) for k in a), sorted(
+        worst.items(), key=lambda kv: -kv[1])[:3]
     rng = checkpoint.load(tmp_path / "ddp", "latest").trainer_state()["rng"]
     assert len(rng) == 2  # each process's dropout RNG, for an exact resume
 

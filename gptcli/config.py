@@ -50,6 +50,8 @@ class ModelConfig:
     rope_base: float = 10000.0  # position: rope
     relative_buckets: int = 32  # position: relative
     relative_max_distance: int = 128  # position: relative
+    parametrization: str = "standard"  # or mup (model/mup.py): init, rates, scales by width
+    mup_base_width: int | None = None  # mup: the n_embd its learning rate was tuned at
 
     @property
     def kv_heads(self) -> int:
@@ -132,6 +134,7 @@ CHOICES: dict[str, list[str]] = {
     "data.order": ["random", "epoch"],
     "train.schedule": ["cosine", "linear", "constant", "wsd"],
     "train.optimizer": ["adamw", "muon"],
+    "model.parametrization": ["standard", "mup"],
 }
 
 
@@ -164,6 +167,7 @@ _RULES: dict[str, tuple[typing.Callable[[Any], bool], str]] = {
     "train.beta1": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
     "train.beta2": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
     "train.muon_lr": (lambda v: v > 0, "a number > 0"),
+    "model.mup_base_width": (lambda v: v is None or v >= 1, "an integer >= 1 or null"),
     "train.muon_momentum": (lambda v: 0 <= v < 1, "a number in [0, 1)"),
     "train.muon_ns_steps": (lambda v: v >= 1, "an integer >= 1"),
     "train.muon_weight_decay": (lambda v: v >= 0, "a number >= 0"),
@@ -286,6 +290,9 @@ def _validate(cfg: Config) -> None:
         divisors = [str(d) for d in range(1, m.n_head + 1) if m.n_head % d == 0]
         _fail("model.n_kv_head", f"{m.n_kv_head} does not divide model.n_head={m.n_head}; "
               f"use one of {', '.join(divisors)} (1 is multi-query)")  # fmt: skip
+    if m.parametrization == "mup" and m.mup_base_width is None:
+        _fail("model.mup_base_width", "µP needs the width its learning rate was tuned at "
+              "(e.g. 64); set model.mup_base_width")  # fmt: skip
     if t.min_lr > t.lr:
         _fail("train.min_lr", f"{t.min_lr} is larger than train.lr={t.lr}")
     if t.flops_budget is not None and t.tokens_per_param is not None:

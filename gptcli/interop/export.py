@@ -10,7 +10,7 @@ size, tokenizer spec and where each tensor is stored; gptcli.checkpoint reads it
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from gptcli.errors import GptcliError
 from gptcli.interop import hf, hf_tokenizer
 from gptcli.interop.architectures import family_for
 from gptcli.interop.families import Family, Place
-from gptcli.model import GPT, count_params_formula
+from gptcli.model import GPT, count_params_formula, mup
 
 FORMATS = ("hf", "safetensors")
 _VERSION = 1
@@ -59,10 +59,13 @@ def export(
     tokenizer = tokenizer_from_spec(src.tokenizer_spec)
     mc = src.config.model
     family = None
+    state = None
     if fmt == "hf":
+        if mup.enabled(mc):  # scales no architecture has, folded into the weights
+            mc, state = _fold_mup(mc, _checked_state(src), src.dir)
         family = _family(mc, tokenizer)
     _check_out(out_dir, src.dir, force)
-    state = _checked_state(src)
+    state = _checked_state(src) if state is None else state
     if family is not None:
         table = family.table(mc, list(state))
         extra = family.extra_tensors(mc, state)
@@ -84,7 +87,7 @@ def export(
                 formats.FORMAT_KEY: formats.FORMAT,
                 "vocab_size": src.vocab_size,
                 "tokenizer": src.tokenizer_spec,
-                "config": src.config.to_dict(),
+                "config": replace(src.config, model=mc).to_dict(),
                 "architecture": family.architecture if family else None,
                 "tensors": {name: place.record() for name, place in table.items()},
             },
@@ -121,6 +124,32 @@ def _check_out(out_dir: Path, source_dir: Path, force: bool) -> None:
                 f"({checkpoint.EXPORT_FILE}); --force replaces only an export: pick an empty or "
                 "new directory"
             )
+
+
+def _fold_mup(mc: ModelConfig, state: dict[str, torch.Tensor], where: Path):
+    """A µP model as a standard one computing the same logits: its 1/d attention scale moved
+    into q's weights (q_norm's gain under QK-norm, else c_attn's q rows), its readout's 1/m into
+    an untied head. Tied, the head is the embedding too: refused."""
+    if mc.tie_embeddings:
+        raise GptcliError(
+            f"cannot export {where} as hf: a µP model scales its logits by "
+            f"{mup.output_mult(mc):g} (model.mup_base_width / n_embd), which no Hugging Face "
+            "architecture does and, with tied embeddings, no weight can carry; use --format "
+            "safetensors, or train with model.tie_embeddings false"
+        )
+    state, scale = dict(state), mup.query_scale(mc)
+    for i in range(mc.n_layer):
+        at = f"blocks.{i}.attn."
+        if mc.qk_norm != "none":
+            state[at + "q_norm.weight"] = state[at + "q_norm.weight"] * scale
+        else:
+            for name in ("c_attn.weight", "c_attn.bias"):
+                if at + name in state:
+                    folded = state[at + name].clone()
+                    folded[: mc.n_embd] *= scale
+                    state[at + name] = folded
+    state["lm_head.weight"] = state["lm_head.weight"] * mup.output_mult(mc)
+    return replace(mc, parametrization="standard", mup_base_width=None), state
 
 
 def _checked_state(src: checkpoint.Checkpoint) -> dict[str, torch.Tensor]:

@@ -6,6 +6,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from gptcli.config import ModelConfig
+from gptcli.model import mup
 from gptcli.model.norms import RMSNorm
 from gptcli.model.positions import PositionScheme, causal_mask
 from gptcli.registry import PART, Registry
@@ -174,6 +175,7 @@ class CausalSelfAttention(nn.Module):
         self.q_norm = QK_NORMS[cfg.qk_norm](self.head_dim)
         self.k_norm = QK_NORMS[cfg.qk_norm](self.head_dim)
         self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.q_scale = mup.query_scale(cfg)  # µP's 1/d scores: 1 otherwise
         self.dropout = cfg.dropout
         self.resid_dropout = nn.Dropout(cfg.dropout)
 
@@ -199,7 +201,7 @@ class CausalSelfAttention(nn.Module):
         k = k.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
         v = v.view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)
         q, k = positions.rotate(self.q_norm(q), self.k_norm(k), start)
-        return q, k, v
+        return (q * self.q_scale if self.q_scale != 1.0 else q), k, v
 
     def forward(
         self,

@@ -35,7 +35,8 @@ def forward_cached(model: GPT, idx: torch.Tensor, cache: list[LayerKV]) -> torch
     bias = ScoreBias(positions, T, start, idx.device, model.query_chunk)
     for block, kv in zip(model.blocks, cache, strict=True):
         x = block.step(x, partial(_attention, block.attn, positions, start, bias, kv))
-    return model.lm_head.forward(model.ln_f.forward(x))
+    logits = model.lm_head.forward(model.ln_f.forward(x))
+    return logits * model.output_mult if model.output_mult != 1.0 else logits
 
 
 def _attention(

@@ -8,6 +8,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from gptcli.config import ModelConfig
+from gptcli.model import mup
 from gptcli.model.attention import CausalSelfAttention, LayerKV, ScoreBias
 from gptcli.model.mlp import MLPS
 from gptcli.model.norms import NORMS
@@ -97,12 +98,16 @@ class GPT(nn.Module):
         self.lm_head = nn.Linear(cfg.n_embd, vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.wte.weight
+        self.output_mult = mup.output_mult(cfg)  # µP's readout: 1 otherwise
         self.apply(self._init_weights)
         # GPT-2: scale the init of projections into the residual stream by 1/sqrt(2 * n_layer),
-        # so the stream's variance does not grow with depth.
+        # so the stream's variance does not grow with depth. µP: narrower by 1/sqrt(width).
+        std = mup.hidden_std(cfg)
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):
-                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
+                nn.init.normal_(p, mean=0.0, std=std / math.sqrt(2 * cfg.n_layer))
+            elif std != 0.02 and any(p is w for w in self.block_matrices()):
+                nn.init.normal_(p, mean=0.0, std=std)
 
     @classmethod
     def to_load(cls, cfg: ModelConfig, vocab_size: int) -> "GPT":
@@ -135,6 +140,10 @@ class GPT(nn.Module):
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+    def block_matrices(self) -> list[torch.Tensor]:
+        """The linear layers' weights inside the blocks: µP's hidden matrices, Muon's."""
+        return [m.weight for m in self.blocks.modules() if isinstance(m, nn.Linear)]
 
     def new_cache(self, batch_size: int, capacity: int) -> list[LayerKV]:
         """An empty KV cache (one LayerKV per block) for `capacity` positions."""
@@ -173,6 +182,7 @@ class GPT(nn.Module):
         for i, block in enumerate(self.blocks):
             x = block(x, self.positions, start, bias, cache[i] if cache else None)
         logits = self.lm_head(self.ln_f(x))
+        logits = logits * self.output_mult if self.output_mult != 1.0 else logits
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())

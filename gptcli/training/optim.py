@@ -14,20 +14,19 @@ from __future__ import annotations
 import torch
 
 from gptcli.config import TrainConfig
-
-
-def muon_matrices(model: torch.nn.Module) -> list[torch.Tensor]:
-    """The weights Muon trains: every linear layer's inside the blocks."""
-    return [module.weight for name, module in model.named_modules()
-            if name.startswith("blocks.") and isinstance(module, torch.nn.Linear)]  # fmt: skip
+from gptcli.model import mup
 
 
 def make_optimizer(model: torch.nn.Module, tc: TrainConfig, device: torch.device):
     """AdamW, or Muon and AdamW; weight decay on matrices and embeddings only, never on biases
     or norm gains."""
     params = [p for p in model.parameters() if p.requires_grad]
-    scale = getattr(model, "lr_scale", lambda p: 1.0)  # µP's per-layer rates (model/mup.py)
-    matrices = {id(p) for p in muon_matrices(model)} if tc.optimizer == "muon" else set()
+    hidden = {id(p) for p in model.block_matrices()}
+    matrices = hidden if tc.optimizer == "muon" else set()
+
+    def scale(p: torch.Tensor) -> float:  # µP's per-layer rates (model/mup.py); 1 otherwise
+        return mup.lr_scale(model.cfg, tc.optimizer, id(p) in hidden)
+
     groups = [
         {"params": [p for p in params if p.dim() >= 2 and id(p) not in matrices],
          "weight_decay": tc.weight_decay},

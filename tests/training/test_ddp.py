@@ -98,18 +98,21 @@ def records(run):
 # five iterations amplify that on matrices this small. Its losses agree to 1e-3, its weights to
 # less than one step's update at muon_lr 0.02 (measured: at most 0.0056), not to float32's
 # rounding.
-@pytest.mark.parametrize(("recipe", "rel", "atol"), [
-    ({}, 1e-5, 1e-6), ({"optimizer": "muon", "schedule": "linear"}, 1e-3, 1e-2)],
-    ids=["adamw", "muon"])  # fmt: skip
-def test_torchrun_two_processes_match_one(tmp_path, char_data, one_thread, recipe, rel, atol):
+@pytest.mark.parametrize(("recipe", "model", "rel", "atol"), [
+    ({}, {}, 1e-5, 1e-6),
+    ({}, {"parametrization": "mup", "mup_base_width": 16}, 1e-5, 1e-6),
+    ({"optimizer": "muon", "schedule": "linear"}, {}, 1e-3, 1e-2)],
+    ids=["adamw", "mup", "muon"])  # fmt: skip
+def test_torchrun_two_processes_match_one(tmp_path, char_data, one_thread, recipe, model, rel,
+                                          atol):  # fmt: skip
     # Global batch 4 x 4 micro-batches of 16 tokens: two processes run 2 each (so no_sync is
     # used), first 10 steps, then --resume to 20. The schedule is fixed by lr_decay_iters; 5
     # eval batches do not split evenly, which must not deadlock.
     keys = {"batch_size": 4, "grad_accum": 4, "max_iters": 20, "lr_decay_iters": 20, **recipe}
     keys |= {"eval_interval": 10, "eval_iters": 5, "log_interval": 5}
-    single = train(tiny_config(char_data, tmp_path / "single", train=keys))
+    single = train(tiny_config(char_data, tmp_path / "single", train=keys, model=model))
 
-    cfg = tiny_config(char_data, tmp_path / "ddp", train=keys).to_dict()
+    cfg = tiny_config(char_data, tmp_path / "ddp", train=keys, model=model).to_dict()
     config = tmp_path / "ddp.yaml"
     config.write_text(yaml.safe_dump(cfg))
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]

@@ -12,11 +12,12 @@ from gptcli.errors import GptcliError
 from gptcli.model import GPT
 from gptcli.training import loop as train_module
 from gptcli.training.loop import train
-from gptcli.training.optim import Chain, make_optimizer, muon_matrices, set_lr
+from gptcli.training.optim import Chain, make_optimizer, set_lr
 
 from ..conftest import tiny_config
 
 MUON = {"optimizer": "muon", "muon_lr": 0.02}
+MUP = {"parametrization": "mup", "mup_base_width": 16}
 
 
 def test_muon_trains_the_blocks_matrices_and_adamw_the_rest():
@@ -30,7 +31,7 @@ def test_muon_trains_the_blocks_matrices_and_adamw_the_rest():
     # 2 layers x (c_attn, c_proj, c_fc, c_proj): the gated MLP's two inputs are one matrix.
     assert names == {f"blocks.{i}.{m}.weight" for i in range(2)
                      for m in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")}  # fmt: skip
-    assert len(muon_matrices(model)) == 8
+    assert len(model.block_matrices()) == 8
     adamw = {id(p) for g in opt.optimizers["adamw"].param_groups for p in g["params"]}
     assert adamw | muon == {id(p) for p in model.parameters()} and not adamw & muon
     # The schedule moves both: Muon's rate is muon_lr at train.lr, in proportion below it.
@@ -39,23 +40,29 @@ def test_muon_trains_the_blocks_matrices_and_adamw_the_rest():
     assert {g["lr"] for g in opt.optimizers["adamw"].param_groups} == {5e-4}
 
 
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_muon_lowers_the_loss_with_accumulation_and_clipping(tmp_path, char_data, precision):
-    keys = {**MUON, "grad_accum": 2, "grad_clip": 0.5, "precision": precision, "max_iters": 40}
-    result = train(tiny_config(char_data, tmp_path / "run", train=keys))
+@pytest.mark.parametrize(("precision", "recipe", "model"), [
+    ("fp32", MUON, {}), ("bf16", MUON, {}), ("fp32", {}, MUP), ("bf16", MUON, MUP)])
+def test_the_loss_falls_with_accumulation_and_clipping(tmp_path, char_data, precision, recipe,
+                                                        model):  # fmt: skip
+    keys = {**recipe, "grad_accum": 2, "grad_clip": 0.5, "precision": precision, "max_iters": 40}
+    result = train(tiny_config(char_data, tmp_path / "run", train=keys, model=model))
     first, last = result.first_eval.val_loss, result.last_eval.val_loss
     assert last < first - 0.5
 
 
 @pytest.mark.parametrize("optimizer", ["adamw", "muon"])
-@pytest.mark.parametrize("schedule", ["cosine", "linear", "constant", "wsd"])
+@pytest.mark.parametrize("schedule", ["cosine", "linear", "constant", "wsd", "wsd-mup"])
 def test_resume_is_bitwise_for_every_optimizer_and_schedule(tmp_path, char_data, monkeypatch,
                                                             optimizer, schedule):  # fmt: skip
     # A 30-step run stopped after step 15 (by the signal a user would send) and resumed ends
     # where the uninterrupted one does, bit for bit: weights and optimizer state round-trip.
+    # µP (tiny_config's 32 wide over a base of 16) with wsd, its per-layer rates included.
+    schedule, _, mup = schedule.partition("-")
+
     def cfg(out):
         keys = {"max_iters": 30, "optimizer": optimizer, "schedule": schedule, "cooldown": 8}
-        return tiny_config(char_data, tmp_path / out, model={"dropout": 0.1}, train=keys)
+        model = {"dropout": 0.1, **(MUP if mup else {})}
+        return tiny_config(char_data, tmp_path / out, model=model, train=keys)
 
     train(cfg("full"))
     real_lr_at = train_module.lr_at

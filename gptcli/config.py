@@ -23,10 +23,7 @@ from gptcli.errors import GptcliError
 @dataclass
 class DataConfig:
     dir: str = "data/shakespeare_char"
-    # random: each sequence a window at a random place (nanoGPT's); epoch: the split cut into
-    # windows that each come once, in a seeded order, before any comes again (no token seen
-    # twice while a run is shorter than the corpus)
-    order: str = "random"
+    order: str = "random"  # or epoch: each block-size window once a pass (training/batches.py)
 
 
 @dataclass
@@ -78,8 +75,7 @@ class TrainConfig:
     beta1: float = 0.9
     beta2: float = 0.99
     optimizer: str = "adamw"  # adamw, or muon: Muon for the blocks' matrices, AdamW for the rest
-    # Muon's (the defaults nanochat's and torch's: momentum 0.95, Nesterov, 5 Newton-Schulz steps)
-    muon_lr: float = 0.02  # follows the schedule as lr does (muon_lr / lr x lr_at(step))
+    muon_lr: float = 0.02  # Muon's; the defaults below are nanochat's and torch's
     muon_momentum: float = 0.95
     muon_nesterov: bool = True
     muon_ns_steps: int = 5

@@ -138,6 +138,9 @@ def compare(
                              "sizes and budgets, with bootstrap 95% intervals."),
     at: float | None = typer.Option(None, "--at", help="With --fit: the loss predicted at "
                                     "this many training FLOPs."),
+    against: str | None = typer.Option(None, "--against", help="The metric against this varied "
+                                       "key (e.g. train.lr), a line per combination of the "
+                                       "others, each line's best marked; with --plot, drawn."),
 ) -> None:
     """One row per variant (runs differing only by seed are one row: mean ± std), sorted by the
     metric. val_loss is the full-split score from eval when a run has one, else the best val
@@ -164,6 +167,9 @@ def compare(
             if drawn and output == "table":
                 console.print(f"fits drawn in {', '.join(map(str, drawn))}")
             return
+        if against is not None:
+            show_against(rows, against, output, plot)
+            return
         if plot is not None:
             plot_curves(rows, plot, by, metric)
     if output != "table":
@@ -180,6 +186,30 @@ def compare(
             typer.echo(("" if output == "table" else "- ") + line)
     if plot is not None:
         console.print(f"curves drawn in {plot}")
+
+
+def show_against(rows, key: str, output: str, plot: Path | None) -> None:
+    """compare --against: the json as it is, else a table of each line's values and best."""
+    from gptcli.study.sensitivity import against, findings, plot_against
+
+    result = against(rows, key)
+    drawn = plot_against(result, plot) if plot is not None else None
+    if output == "json":
+        typer.echo(json.dumps(result, indent=2))
+        return
+    values = sorted({p[0] for line in result["lines"] for p in line["points"]})
+    table = Table(title=f"{result['metric']} against {key}", title_justify="left")
+    for name in ["line", *(f"{v:g}" for v in values)]:
+        table.add_column(name)
+    for line in result["lines"]:
+        by_value = {p[0]: p[1] for p in line["points"]}
+        table.add_row(line["name"], *(("*" if v == line["best"] else "") + f"{by_value[v]:.4f}"
+                                      if v in by_value else "-" for v in values))  # fmt: skip
+    show(table)
+    for text in findings(result):
+        typer.echo(text)
+    if drawn:
+        console.print(f"drawn in {drawn}")
 
 
 def show_fit(result: dict, output: str) -> None:

@@ -188,7 +188,8 @@ def test_compare_fits_a_scaling_law_over_sizes_and_budgets(tmp_path, char_data):
     assert done.exit_code == 0, done.output
     result = json.loads(done.output)
     [variant] = result["variants"]  # sizes and budgets are points of one variant
-    assert variant["points"] == 8 and variant["flops_range"][0] >= 1.0e7
+    # Fitted to the frontier: each budget's better size, 4 of the 8 runs.
+    assert (variant["points"], variant["runs"]) == (4, 8) and variant["flops_range"][0] >= 1.0e7
     for key in ("E", "A", "alpha"):
         low, high = variant[key]["ci95"]
         assert low <= variant[key]["value"] <= high

@@ -53,6 +53,18 @@ def variants(rows: list[Row]) -> dict[str, list[tuple[float, float, float | None
     return points
 
 
+def edges(points: list[tuple], front: list[tuple]) -> list[float]:
+    """The budgets whose best size was the smallest or the largest they ran (of 3 or more): the
+    optimum may lie beyond, so the frontier there is only a bound."""
+    found = []
+    for budget in sorted({p[2] for p in front if p[2] is not None}):
+        sizes = sorted({p[3] for p in points if p[2] == budget})
+        best = next(p[3] for p in front if p[2] == budget)
+        if len(sizes) >= 3 and best in (sizes[0], sizes[-1]):
+            found.append(budget)
+    return found
+
+
 def frontier(points: list[tuple]) -> list[tuple]:
     """The points a law is fitted to: at each budget the runs of its best size (lowest mean
     loss over seeds); runs without a budget all count."""
@@ -87,7 +99,7 @@ def fit_rows(rows: list[Row], at: float | None = None) -> Fits:
         except GptcliError as exc:
             raise GptcliError(f"variant {name}: {exc}") from None
         laws[name] = law
-        entry = {"name": name, **law.record(), "runs": len(pts)}
+        entry = {"name": name, **law.record(), "runs": len(pts), "edges": edges(pts, fitted[name])}
         if at is not None:
             entry["at"] = {"flops": at, "loss": law.predict(at).record()}
         try:
@@ -134,6 +146,10 @@ def findings(result: dict[str, Any]) -> list[str]:
                          f"{v['at']['flops']:.3g} FLOPs")  # fmt: skip
         if (iso := v.get("isoflop")) and iso["a"]:
             lines.append(f"{v['name']}: N_opt ~ C^a, a = {interval_text(iso['a'])}")
+        if v.get("edges"):
+            lines.append(f"{v['name']}: the best size was the smallest or largest run at "
+                         f"{', '.join(f'{b:.2g}' for b in v['edges'])} FLOPs: the optimum may "
+                         "lie beyond, and the frontier there is a bound")  # fmt: skip
     if cross := result.get("crossing"):
         lines.append(cross.get("reason") or f"the curves cross at {interval_text(cross)} FLOPs")
     return lines

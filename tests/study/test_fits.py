@@ -154,3 +154,9 @@ def test_the_law_is_fitted_to_each_budgets_best_size():
            (1e12, 3.40, 1e12, 4e5, "e", 1), (3e12, 2.90, 3e12, 4e5, "f", 1),
            (5e12, 2.80, None, 4e5, "g", 1), (6e12, 2.70, None, 4e5, "h", 1)]  # fmt: skip
     assert sorted(p[4] for p in frontier(pts)) == ["c", "d", "f", "g", "h"]
+    # At 1e12 the best size is the middle of three: no edge. Made the smallest, it is one.
+    from gptcli.study.scaling import edges
+
+    assert edges(pts, frontier(pts)) == []
+    low = [(*p[:1], p[1] - 1 if p[4] == "a" else p[1], *p[2:]) for p in pts]
+    assert edges(low, frontier(low)) == [1e12]

@@ -187,7 +187,11 @@ def plot_fits(fits: Fits, out: Path) -> Path:
     from matplotlib.ticker import NullFormatter, ScalarFormatter  # loaded by pyplot() above
 
     ax.yaxis.set_major_formatter(ScalarFormatter())  # 1.8, not 1.8 x 10^0
-    ax.yaxis.set_minor_formatter(NullFormatter())
+    # Within one decade a log axis has no major tick: label the minor ones, unless there are
+    # major ones to read.
+    low, high = ax.get_ylim()
+    one_decade = np.floor(np.log10(low)) == np.floor(np.log10(high))
+    ax.yaxis.set_minor_formatter(ScalarFormatter() if one_decade else NullFormatter())
     ax.set_xlabel("training FLOPs")
     ax.set_ylabel(f"{fits.result['metric']} (fit L = E + A C^-α, 95% band)")
     ax.legend(fontsize=8)
@@ -210,11 +214,14 @@ def plot_isoflop(fits: Fits, out: Path) -> Path | None:
             colour = colours[i % len(colours)]
             grid = np.geomspace(sizes.min(), sizes.max(), 100)
             ax.scatter(sizes, losses, color=colour, marker=marker, s=20)
-            ax.plot(grid, np.polyval(coeffs, np.log(grid)), color=colour,
-                    label=f"{name}, {budget:.2g} FLOPs")  # fmt: skip
             best = -coeffs[1] / (2 * coeffs[0])
-            ax.scatter([np.exp(best)], [np.polyval(coeffs, best)], color=colour, marker="*",
-                       s=120, edgecolor="black", zorder=3)  # fmt: skip
+            inside = sizes.min() <= np.exp(best) <= sizes.max()
+            ax.plot(grid, np.polyval(coeffs, np.log(grid)), color=colour,
+                    label=f"{name}, {budget:.2g} FLOPs" + ("" if inside else
+                                                           " (optimum outside the sizes)"))
+            if inside:  # a vertex beyond the sizes run is an extrapolation: not starred
+                ax.scatter([np.exp(best)], [np.polyval(coeffs, best)], color=colour,
+                           marker="*", s=120, edgecolor="black", zorder=3)  # fmt: skip
             drawn += 1
     if not drawn:
         plt.close(fig)

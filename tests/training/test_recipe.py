@@ -50,6 +50,7 @@ def test_the_loss_falls_with_accumulation_and_clipping(tmp_path, char_data, prec
     assert last < first - 0.5
 
 
+@pytest.mark.slow  # 10 trainings: make test runs them, make check does not
 @pytest.mark.parametrize("optimizer", ["adamw", "muon"])
 @pytest.mark.parametrize("schedule", ["cosine", "linear", "constant", "wsd", "wsd-mup"])
 def test_resume_is_bitwise_for_every_optimizer_and_schedule(tmp_path, char_data, monkeypatch,

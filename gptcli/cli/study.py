@@ -155,20 +155,8 @@ def compare(
         if output not in ("table", "md", "csv", "json"):
             raise GptcliError(f"--format must be table, md, csv or json, got {output!r}")
         rows = run_compare(paths, metric, baseline)
-        if fit:
-            from gptcli.study.scaling import fit_rows, plot_fits, plot_isoflop
-
-            fits = fit_rows(rows, at)
-            drawn = [plot_fits(fits, plot)] if plot is not None else []
-            if plot is not None:
-                valleys = plot_isoflop(fits, plot.with_name(f"{plot.stem}-isoflop.png"))
-                drawn += [valleys] if valleys else []
-            show_fit(fits.result, output)
-            if drawn and output == "table":
-                console.print(f"fits drawn in {', '.join(map(str, drawn))}")
-            return
-        if against is not None:
-            show_against(rows, against, output, plot)
+        if fit or against is not None:
+            fit_or_against(rows, fit, at, against, output, plot)
             return
         if plot is not None:
             plot_curves(rows, plot, by, metric)
@@ -186,6 +174,24 @@ def compare(
             typer.echo(("" if output == "table" else "- ") + line)
     if plot is not None:
         console.print(f"curves drawn in {plot}")
+
+
+def fit_or_against(rows, fit: bool, at: float | None, against: str | None, output: str,
+                   plot: Path | None) -> None:  # fmt: skip
+    """compare --fit (with --at), else --against: computed, shown and, with --plot, drawn."""
+    if not fit:
+        show_against(rows, against, output, plot)
+        return
+    from gptcli.study.scaling import fit_rows, plot_fits, plot_isoflop
+
+    fits = fit_rows(rows, at)
+    drawn = [plot_fits(fits, plot)] if plot is not None else []
+    if plot is not None:
+        valleys = plot_isoflop(fits, plot.with_name(f"{plot.stem}-isoflop.png"))
+        drawn += [valleys] if valleys else []
+    show_fit(fits.result, output)
+    if drawn and output == "table":
+        console.print(f"fits drawn in {', '.join(map(str, drawn))}")
 
 
 def show_against(rows, key: str, output: str, plot: Path | None) -> None:

@@ -36,3 +36,27 @@ def test_a_key_that_does_not_vary_or_is_not_a_number_is_one_line():
         against(rows, "train.lr")
     with pytest.raises(GptcliError, match="'rope', not a number"):
         against(rows, "model.position")
+
+
+def test_compare_against_from_the_cli(tmp_path, monkeypatch):
+    import json
+
+    from typer.testing import CliRunner
+
+    from gptcli.cli import app
+    from gptcli.study import compare
+
+    rows = [_row([2.0], **{"train.lr": 1e-3}), _row([1.9], **{"train.lr": 2e-3}),
+            _row([2.2], **{"train.lr": 4e-3})]  # fmt: skip
+    monkeypatch.setattr(compare, "compare", lambda paths, metric, baseline: rows)
+    runner = CliRunner()
+    done = runner.invoke(app, ["compare", str(tmp_path), "--against", "train.lr", "--format",
+                               "json"])  # fmt: skip
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.output)["lines"][0]["best"] == 2e-3
+    table = runner.invoke(app, ["compare", str(tmp_path), "--against", "train.lr", "--plot",
+                                str(tmp_path / "lr.png")])  # fmt: skip
+    assert "*1.9000" in table.output and "best train.lr = 0.002" in table.output
+    assert (tmp_path / "lr.png").read_bytes()[:4] == b"\x89PNG"
+    bad = runner.invoke(app, ["compare", str(tmp_path), "--against", "model.n_layer"])
+    assert bad.exit_code == 2 and "do not vary it" in bad.output

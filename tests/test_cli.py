@@ -316,3 +316,26 @@ print(json.dumps([*on, off]))
     enabled, frozen, collections, torch_loaded, enabled_after_off = json.loads(out.stdout)
     assert enabled and not enabled_after_off and torch_loaded
     assert collections == [] and frozen > 100_000
+
+
+def _description(command: str, columns: int) -> list[list[str]]:
+    """The paragraphs of a command's --help text above its options, as printed lines."""
+    done = runner.invoke(app, [command, "--help"], env={"COLUMNS": str(columns)})
+    assert done.exit_code == 0, done.output
+    text = done.output.split("╭")[0].split("Usage:", 1)[1].split("\n", 1)[1]
+    paragraphs = [[line.strip() for line in block.splitlines() if line.strip()]
+                  for block in re.split(r"\n\s*\n", text) if block.strip()]  # fmt: skip
+    assert all(len(line) <= columns for p in paragraphs for line in p)
+    return paragraphs
+
+
+@pytest.mark.parametrize("command", [c.name or c.callback.__name__
+                                     for c in app.registered_commands])  # fmt: skip
+def test_help_wraps_as_paragraphs_at_any_width(command):
+    # At 200 columns a paragraph runs to the edge before it wraps; at 60, every line but a
+    # paragraph's last is nearly full: no sentence broken where the docstring broke its line.
+    for columns in (60, 200):
+        for paragraph in _description(command, columns):
+            for line, following in zip(paragraph, paragraph[1:], strict=False):
+                room = columns - 4 - len(line)  # what the next line's first word had to fit
+                assert room < len(following.split()[0]) + 1, (columns, line, following)

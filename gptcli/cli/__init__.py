@@ -8,6 +8,20 @@ from gptcli.cli import prepare, train, sample, evaluate, study, inspect, convert
 
 __all__ = ["app", "main"]
 
+
+def _prose(doc: str | None) -> str | None:
+    """A docstring as --help shows it: paragraphs that wrap at any width. Typer's rich help
+    keeps a docstring's single line breaks, which at another width break sentences mid-line."""
+    from inspect import cleandoc
+
+    if doc is None:
+        return None
+    return "\n\n".join(" ".join(p.split()) for p in cleandoc(doc).split("\n\n"))
+
+
+for _command in app.registered_commands:
+    _command.help = _command.help or _prose(_command.callback.__doc__)
+
 # Commands that, once they return, leave nothing behind but what they printed and files they
 # wrote and closed (no threads, trackers or children): for them the interpreter's teardown,
 # freeing torch's thousand modules one by one, is 0.3-0.45 s of nothing (benchmarks/

@@ -40,14 +40,15 @@ def variants(rows: list[Row]) -> dict[str, list[tuple[float, float, float | None
     """variant name -> its points: (FLOPs, loss, budget, parameters, run, tokens) of every run."""
     points: dict[str, list] = {}
     for row in rows:
-        name = ",".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in row.overrides.items()
-                        if k not in SCALE_KEYS) or "all runs"  # fmt: skip
         if "size" in row.runs[0].flat:
             # A grid's run: its variant is what its name says beside size, budget and seed (a
             # value resolved per size, such as GPT-2's key/value heads, is not a variant).
-            parts = row.runs[0].dir.name.split(",")
-            name = ",".join(p for p in parts if p.split("=")[0] not in ("size", "budget", "seed")
-                            ) or "all runs"  # fmt: skip
+            parts = [p for p in row.runs[0].dir.name.split(",")
+                     if p.split("=")[0] not in ("size", "budget", "seed")]  # fmt: skip
+        else:
+            parts = [f"{k.rsplit('.', 1)[-1]}={v}" for k, v in row.overrides.items()
+                     if k not in SCALE_KEYS]  # fmt: skip
+        name = ",".join(parts) or "all runs"
         for run, value in zip(row.runs, row.values, strict=True):
             if value is None:
                 raise GptcliError(f"{run.dir} has no {row.metric} to fit; score it with "

@@ -66,7 +66,7 @@ def _adamw(groups: list[dict], tc: TrainConfig, device: torch.device):
 
 class Chain:
     """Optimizers stepped as one (Muon's matrices, AdamW's rest): what the loop, GradScaler and
-    checkpoints see of an optimizer, its param_groups, step, zero_grad and state."""
+    checkpoints see of an optimizer: its param_groups, step, zero_grad and state_dict."""
 
     def __init__(self, **optimizers):
         self.optimizers = optimizers
@@ -74,10 +74,6 @@ class Chain:
     @property
     def param_groups(self) -> list[dict]:
         return [g for opt in self.optimizers.values() for g in opt.param_groups]
-
-    @property
-    def state(self) -> dict:
-        return {p: s for opt in self.optimizers.values() for p, s in opt.state.items()}
 
     def step(self) -> None:
         for opt in self.optimizers.values():

@@ -1,4 +1,5 @@
-# Entry points: `make test` (what CI runs), `make check` (the fast loop) and `make demo`; each
+# Entry points: `make test` (what CI runs: lint, every test, the docs site built --strict),
+# `make check` (the fast loop), `make demo` and `make docs`; each
 # builds .venv on first use.
 PYTHON ?= python3
 VENV   ?= .venv
@@ -9,7 +10,7 @@ TORCH  ?= torch==2.13.0
 # empty means the tiny-shakespeare copy shipped inside the package: no network needed.
 DATA   ?=
 
-.PHONY: install check test test-isa test-exhaustive soak lint demo clean
+.PHONY: install check test test-isa test-exhaustive soak lint demo docs clean
 
 install: $(VENV)/.installed
 
@@ -17,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# torch first and pinned, so the range in pyproject.toml is already met and pip fetches nothing big.
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install --disable-pip-version-check -q "$(TORCH)"
-	$(BIN)/pip install --disable-pip-version-check -q -e ".[dev]"
+	$(BIN)/pip install --disable-pip-version-check -q -e ".[dev,docs]"
 	touch $@
 
 lint: install
@@ -48,8 +49,13 @@ endif
 	$(BIN)/gptcli train --config configs/demo.yaml --force
 	$(BIN)/gptcli sample --checkpoint out/demo --prompt "ROMEO:" --max-new-tokens 300
 
+# The documentation site, built as make test builds it (tests/test_site.py), into site/;
+# `$(BIN)/mkdocs serve` to write it.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 clean:
-	rm -rf $(VENV) out .pytest_cache .ruff_cache
+	rm -rf $(VENV) out site .pytest_cache .ruff_cache
 
 # The tests whose numbers depend on the CPU's kernels (sampling, generate, eval, casting for
 # inference, training parity and resume), once per instruction-set level this machine has:

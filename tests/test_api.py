@@ -1,5 +1,5 @@
-"""The Python API: gptcli.load(), generate and score; and the README's example, run as written
-(docs/api_example.py is the README's code block, character for character)."""
+"""The Python API: gptcli.load(), generate and score; and the guide's example, run as written
+(docs/api_example.py is the Python API guide's code block, character for character)."""
 
 import math
 import runpy
@@ -50,8 +50,8 @@ def test_the_readme_example_runs(run_dir, monkeypatch, capsys):
     assert scored.endswith("bits/byte") and "nats/token, perplexity" in scored
 
 
-def test_the_readme_shows_the_example_as_tested():
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
+def test_the_guide_shows_the_example_as_tested():
+    readme = (REPO / "docs" / "how-to" / "api.md").read_text(encoding="utf-8")
     assert f"```python\n{EXAMPLE.read_text(encoding='utf-8')}```" in readme
 
 

@@ -1,5 +1,5 @@
-"""The README's code map lists every module under gptcli/, each once, with a line saying what it
-is, under the package it lives in; and names nothing that is not there."""
+"""The package map (docs/architecture.md) lists every module under gptcli/, each once, with a
+line saying what it is, under the package it lives in; and names nothing that is not there."""
 
 import re
 
@@ -12,7 +12,7 @@ ENTRY = re.compile(r"^(?P<indent> *)(?P<name>[\w.]+(?:\.py|/))(?: +(?P<text>\S.*
 
 def code_map(readme: str) -> dict[str, str]:
     """path -> its line, for the entries under gptcli/ in the code map's code block."""
-    section = readme[readme.index("## Code map") :]
+    section = readme[readme.index("## Package map") :]
     block = section.split("```")[1].splitlines()
     entries: dict[str, str] = {}
     stack: list[tuple[int, str]] = []  # (indent, directory) of the packages open above
@@ -50,15 +50,15 @@ def modules_in(root) -> set[str]:
 
 
 def test_every_module_is_in_the_code_map_with_a_line():
-    entries = code_map((REPO / "README.md").read_text(encoding="utf-8"))
+    entries = code_map((REPO / "docs" / "architecture.md").read_text(encoding="utf-8"))
     missing, extra = differences(entries, modules_in(REPO))
-    assert not missing, f"missing from the README's code map: {sorted(missing)}"
+    assert not missing, f"missing from the package map (docs/architecture.md): {sorted(missing)}"
     assert not extra, f"in the code map but not in gptcli/: {sorted(extra)}"
     assert all(text.strip() for p, text in entries.items() if p != "gptcli/"), "each says what"
 
 
 def test_the_map_is_read_by_nesting_and_a_missing_or_stale_entry_is_found():
-    readme = ("## Code map\n```\ngptcli/\n  __init__.py  api\n  a.py   one\n  pkg/   two\n"
+    readme = ("## Package map\n```\ngptcli/\n  __init__.py  api\n  a.py   one\n  pkg/   two\n"
               "    b.py three\n  c.py four\n```\n")  # fmt: skip
     entries = code_map(readme)
     assert entries == {"gptcli/": "", "gptcli/__init__.py": "api", "gptcli/a.py": "one",

@@ -9,6 +9,16 @@ from gptcli.cli import prepare, train, sample, evaluate, study, inspect, convert
 __all__ = ["app", "main"]
 
 
+def __getattr__(name: str):
+    """`command`: the Click command Typer builds from app, for tools that read a Click CLI (the
+    documentation's generated reference, mkdocs-click); built on demand, not at import."""
+    if name == "command":
+        import typer.main
+
+        return typer.main.get_command(app)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def _prose(doc: str | None) -> str | None:
     """A docstring as --help shows it: paragraphs that wrap at any width. Typer's rich help
     keeps a docstring's single line breaks, which at another width break sentences mid-line."""

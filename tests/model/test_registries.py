@@ -1,5 +1,5 @@
 """Every registry of a model part asks its entries the same questions (registry.Part), the tests
-and the README enumerate the registries rather than naming their entries, and a class that
+and the variants page enumerate the registries rather than naming their entries, and a class that
 cannot answer is refused when it registers."""
 
 import dataclasses
@@ -44,8 +44,8 @@ def test_choices_come_from_the_registries():
 
 
 def test_the_readme_has_a_row_for_every_entry():
-    text = (REPO / "README.md").read_text(encoding="utf-8")
-    table = text[text.index("### Model variants") : text.index("Attention always runs")]
+    text = (REPO / "docs" / "reference" / "variants.md").read_text(encoding="utf-8")
+    table = text[text.index("# Model variants") : text.index("Attention always runs")]
     rows: dict[str, str] = {}
     key = None
     for line in table.splitlines():
@@ -55,7 +55,7 @@ def test_the_readme_has_a_row_for_every_entry():
         key = cells[0].strip("`") or key
         rows[key] = rows.get(key, "") + " " + cells[1]
     for key, name in ENTRIES:
-        assert re.search(rf"`{re.escape(name)}`", rows.get(key, "")), f"no README row: {key}={name}"
+        assert re.search(rf"`{re.escape(name)}`", rows.get(key, "")), f"no row: {key}={name}"
 
 
 def test_an_entry_that_cannot_answer_is_refused():

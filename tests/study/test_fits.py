@@ -36,13 +36,15 @@ def test_a_planted_law_is_recovered():
 
 
 @pytest.mark.slow
-def test_the_95_percent_intervals_cover_the_truth_in_90_percent_of_200_draws():
+def test_the_95_percent_intervals_cover_the_truth_in_88_of_100_draws():
+    # 100 draws, not more, for make test's time. A calibrated 95% interval misses 88 with
+    # probability ~0.001 (3.2 sd below 95); one that covers 80% passes with ~0.02.
     rng = np.random.default_rng(1)
     hits = np.zeros(3)
-    for i in range(200):
+    for i in range(100):
         law = fit_power_law(BUDGETS, draw(rng), boot=100, seed=i)
         hits += [covers(law.E, E), covers(law.A, A), covers(law.alpha, ALPHA)]
-    assert np.all(hits >= 180), hits
+    assert np.all(hits >= 88), hits
 
 
 def test_too_few_points_or_budgets_are_refused():

@@ -1,10 +1,15 @@
-"""The README tells the truth about the CLI: every `gptcli ...` command in its code blocks parses
-with the real CLI (nothing runs), every configs/ path it names exists and loads, its Markdown has
-no broken headings or unclosed fences, and its option tables list exactly the options --help
-shows. A fixture README with a missing option and config shows the checks fail."""
+"""The README and every page of the documentation site tell the truth about the CLI: every
+`gptcli ...` command in their code blocks parses with the real CLI (nothing runs), every
+configs/ path they name exists and loads, their Markdown has no broken headings or unclosed
+fences, every relative link (and its #anchor) resolves, and their option tables list exactly the
+options --help shows. A fixture page with a missing option, config and link shows the checks
+fail."""
 
+import functools
 import re
 import shlex
+import unicodedata
+from pathlib import Path
 
 import pytest
 import typer.main
@@ -22,6 +27,8 @@ except ImportError:  # pragma: no cover - older typer on the real click
     from click import ClickException
 
 README = REPO / "README.md"
+PAGES = [README, *sorted((REPO / "docs").rglob("*.md"))]
+LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
 FENCE = re.compile(r"^\s*```")
 HEADING = re.compile(r"^#{1,6} \S")
 CONFIG_PATH = re.compile(r"configs/[\w./-]+\.yaml")
@@ -64,9 +71,15 @@ def commands(code: list[str]) -> list[list[str]]:
     return found
 
 
+@functools.cache
+def cli_group():
+    """The Click group Typer builds (once: building it is most of a page's check)."""
+    return typer.main.get_command(app)
+
+
 def parse_problem(args: list[str]) -> str | None:
     """Why the CLI would refuse args before running anything, or None."""
-    group = typer.main.get_command(app)
+    group = cli_group()
     ctx = group.context_class(group, info_name="gptcli")
     name, rest = args[0], args[1:]
     command = group.get_command(ctx, name)
@@ -93,11 +106,11 @@ def config_problems(text: str) -> list[str]:
 
 
 def option_tables(text: str) -> dict[str, set[str]]:
-    """Command -> the options its README option table names (a table whose header starts with
-    `| option`, under a `### \\`gptcli NAME\\`` heading)."""
+    """Command -> the options its option table names (a table whose header starts with
+    `| option`, below a heading that names `gptcli NAME`)."""
     tables, command, in_table = {}, None, False
     for line in text.splitlines():
-        if m := re.match(r"^### `gptcli (\w[\w-]*)`", line):
+        if m := re.match(r"^#+ .*`gptcli (\w[\w-]*)`", line):
             command, in_table = m.group(1), False
         elif line.startswith("| option") and command:
             in_table = True
@@ -111,7 +124,7 @@ def option_tables(text: str) -> dict[str, set[str]]:
 
 
 def help_options(name: str) -> set[str]:
-    group = typer.main.get_command(app)
+    group = cli_group()
     command = group.get_command(group.context_class(group), name)
     options = set()
     for param in command.params:
@@ -120,8 +133,41 @@ def help_options(name: str) -> set[str]:
     return options - {"--help"}
 
 
-def readme_problems(text: str) -> list[str]:
+def slug(heading: str) -> str:
+    """The anchor MkDocs (Python-Markdown's toc) gives a heading."""
+    text = re.sub(r"[`*]|\[([^\]]*)\]\([^)]*\)", r"\1", heading)
+    text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    return re.sub(r"[-\s]+", "-", re.sub(r"[^\w\s-]", "", text).strip().lower())
+
+
+def anchors(text: str) -> set[str]:
+    prose = code_and_prose(text)[1]
+    return {slug(line.lstrip("#")) for line in prose if HEADING.match(line)}
+
+
+def link_problems(text: str, where: Path) -> list[str]:
+    """Relative links (and images) whose file is missing, or whose #anchor no heading has."""
+    problems = []
+    for target in LINK.findall("\n".join(code_and_prose(text)[1])):
+        if re.match(r"^[a-z]+:", target):
+            continue  # http:, https:, mailto:
+        path, _, anchor = target.partition("#")
+        if not path:
+            if anchor not in anchors(text):
+                problems.append(f"{where.name}: the link {target} names no heading")
+            continue
+        page = (where.parent / path).resolve()
+        if not page.exists():
+            problems.append(f"{where.name}: the link {target} names no file")
+        elif (anchor and page.suffix == ".md"
+              and anchor not in anchors(page.read_text(encoding="utf-8"))):  # fmt: skip
+            problems.append(f"{where.name}: the link {target} names no heading")
+    return problems
+
+
+def readme_problems(text: str, where: Path = README) -> list[str]:
     code, prose, problems = code_and_prose(text)
+    problems += link_problems(text, where)
     problems += [f"broken heading: {line!r}" for line in prose
                  if line.startswith("#") and not HEADING.match(line)]  # fmt: skip
     problems += [p for args in commands(code) if (p := parse_problem(args))]
@@ -135,11 +181,26 @@ def readme_problems(text: str) -> list[str]:
     return problems
 
 
-def test_the_readme_matches_the_cli():
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.relative_to(REPO).as_posix())
+def test_each_page_matches_the_cli(page):
+    assert readme_problems(page.read_text(encoding="utf-8"), page) == []
+
+
+def test_the_checks_see_the_pages():
+    texts = [p.read_text(encoding="utf-8") for p in PAGES]
+    assert len(PAGES) > 20
+    assert sum(len(commands(code_and_prose(t)[0])) for t in texts) > 50
+    assert set().union(*(option_tables(t).keys() for t in texts)) >= {"prepare", "sample"}
+    assert sum(len(LINK.findall(t)) for t in texts) > 50
+
+
+def test_the_readme_is_a_front_page():
     text = README.read_text(encoding="utf-8")
-    assert len(commands(code_and_prose(text)[0])) > 30  # the checks really see the commands
-    assert option_tables(text).keys() >= {"prepare", "sample"}
-    assert readme_problems(text) == []
+    assert len(text.splitlines()) < 250
+    linked = {(REPO / t.partition("#")[0]).resolve() for t in LINK.findall(text)}
+    for name in ("getting-started.md", "reference/cli.md", "reference/config.md",
+                 "performance.md", "architecture.md"):  # fmt: skip
+        assert (REPO / "docs" / name).resolve() in linked, name
 
 
 FIXTURE = """# a README
@@ -152,6 +213,8 @@ FIXTURE = """# a README
 
 ##    broken: ..."
 
+See [the guide](missing.md), [a heading](#nowhere) and [this one](#a-readme).
+
 ```bash
 gptcli train --config configs/missing.yaml --epochs 3
 gptcli sample --checkpoint out/run --max-new-tokens many
@@ -163,7 +226,7 @@ gptcli eval
 
 
 def test_the_checks_fail_on_a_readme_that_names_what_does_not_exist():
-    problems = "\n".join(readme_problems(FIXTURE))
+    problems = "\n".join(readme_problems(FIXTURE, REPO / "docs" / "fixture.md"))
     for expected in (
         "never closed",
         "broken heading: '##    broken",
@@ -174,10 +237,38 @@ def test_the_checks_fail_on_a_readme_that_names_what_does_not_exist():
         "configs/missing.yaml does not exist",
         "the table names --temprature, which --help lacks",
         "--help has --temperature, which the table lacks",
+        "the link missing.md names no file",
+        "the link #nowhere names no heading",
     ):
         assert expected in problems, (expected, problems)
 
 
 @pytest.mark.parametrize("name", ["prepare", "sample"])
 def test_help_lists_what_the_table_lists(name):
-    assert help_options(name) == option_tables(README.read_text(encoding="utf-8"))[name]
+    page = REPO / "docs" / "how-to" / f"{name}.md"
+    assert help_options(name) == option_tables(page.read_text(encoding="utf-8"))[name]
+
+
+def test_slugs_are_mkdocs_anchors():
+    assert slug(" Compare the runs: `gptcli compare`") == "compare-the-runs-gptcli-compare"
+    assert slug(" The position study's wall time") == "the-position-studys-wall-time"
+    assert slug(" Learning rates across width: standard against µP") == (
+        "learning-rates-across-width-standard-against-p")
+
+
+MACHINE = re.compile(r"EPYC|Xeon|H100|H200|A100")
+COMMIT = re.compile(r"\b[0-9a-f]{7}\b")
+
+
+def test_the_performance_page_names_every_benchmark_with_its_machine():
+    text = (REPO / "docs" / "performance.md").read_text(encoding="utf-8")
+    table = text[text.index("## Every benchmark") :].split("\n## ")[0]
+    rows = {m[1]: m[0] for m in re.finditer(r"^\| `([\w.]+)` .*$", table, flags=re.M)}
+    scripts = {p.name for p in (REPO / "benchmarks").glob("*.py")}
+    assert set(rows) == scripts, "the table lists exactly the scripts in benchmarks/"
+    for name, row in rows.items():
+        assert MACHINE.search(row), f"{name}: the row names no machine"
+        assert COMMIT.search(row) or "its section" in row, f"{name}: the row names no commit"
+    for section in re.split(r"^## ", text, flags=re.M)[1:]:
+        title = section.splitlines()[0]
+        assert MACHINE.search(section) and COMMIT.search(section), f"section {title!r}"

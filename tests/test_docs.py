@@ -165,8 +165,18 @@ def link_problems(text: str, where: Path) -> list[str]:
     return problems
 
 
+def glued_lists(prose: list[str]) -> list[str]:
+    """Lists that start on the line after a paragraph's: GitHub renders them, MkDocs (Python-
+    Markdown) prints them as part of the paragraph."""
+    item, para = re.compile(r"^(?:[-*] |\d+\. )\S"), re.compile(r"^[^\s|#>-]")
+    return [f"a list glued to the paragraph above it: {line[:40]!r}"
+            for above, line in zip(prose, prose[1:], strict=False)
+            if item.match(line) and para.match(above) and not item.match(above)]  # fmt: skip
+
+
 def readme_problems(text: str, where: Path = README) -> list[str]:
     code, prose, problems = code_and_prose(text)
+    problems += glued_lists(prose)
     problems += link_problems(text, where)
     problems += [f"broken heading: {line!r}" for line in prose
                  if line.startswith("#") and not HEADING.match(line)]  # fmt: skip
@@ -214,6 +224,8 @@ FIXTURE = """# a README
 ##    broken: ..."
 
 See [the guide](missing.md), [a heading](#nowhere) and [this one](#a-readme).
+Two points:
+- glued
 
 ```bash
 gptcli train --config configs/missing.yaml --epochs 3
@@ -239,6 +251,7 @@ def test_the_checks_fail_on_a_readme_that_names_what_does_not_exist():
         "--help has --temperature, which the table lacks",
         "the link missing.md names no file",
         "the link #nowhere names no heading",
+        "a list glued to the paragraph above it: '- glued'",
     ):
         assert expected in problems, (expected, problems)
 
@@ -272,3 +285,17 @@ def test_the_performance_page_names_every_benchmark_with_its_machine():
     for section in re.split(r"^## ", text, flags=re.M)[1:]:
         title = section.splitlines()[0]
         assert MACHINE.search(section) and COMMIT.search(section), f"section {title!r}"
+
+
+@pytest.mark.parametrize("page", sorted((REPO / "docs" / "studies").glob("*.md")),
+                         ids=lambda p: p.stem)  # fmt: skip
+def test_each_study_page_has_its_command_table_and_pictures(page):
+    text = page.read_text(encoding="utf-8")
+    code = "\n".join(code_and_prose(text)[0])
+    assert re.search(r"^gptcli sweep --grid configs/sweeps/[\w-]+\.yaml", code, flags=re.M)
+    assert re.search(r"^gptcli compare ", code, flags=re.M)
+    assert "|---|" in text, "a table of its results"
+    pictures = re.findall(r"!\[[^\]]+\]\(([^)]+\.png)\)", text)
+    assert pictures and all((page.parent / p).is_file() for p in pictures)
+    readme = README.read_text(encoding="utf-8")
+    assert f"](docs/studies/{page.name})" in readme, "a row in the README's studies table"

@@ -41,7 +41,7 @@ def m(run_dir):
     return gptcli.load(run_dir, device="cpu")
 
 
-def test_the_readme_example_runs(run_dir, monkeypatch, capsys):
+def test_the_api_guide_example_runs(run_dir, monkeypatch, capsys):
     monkeypatch.chdir(run_dir.parent.parent)
     runpy.run_path(str(EXAMPLE), run_name="__main__")
     out = capsys.readouterr().out
@@ -51,8 +51,8 @@ def test_the_readme_example_runs(run_dir, monkeypatch, capsys):
 
 
 def test_the_guide_shows_the_example_as_tested():
-    readme = (REPO / "docs" / "how-to" / "api.md").read_text(encoding="utf-8")
-    assert f"```python\n{EXAMPLE.read_text(encoding='utf-8')}```" in readme
+    guide = (REPO / "docs" / "how-to" / "api.md").read_text(encoding="utf-8")
+    assert f"```python\n{EXAMPLE.read_text(encoding='utf-8')}```" in guide
 
 
 def reference_score(model, ids):

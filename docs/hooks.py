@@ -1,20 +1,13 @@
-"""MkDocs hooks (mkdocs.yml `hooks:`): parts of pages generated from the code at build time, so
-the site cannot drift from it."""
+"""MkDocs hooks (mkdocs.yml `hooks:`): the config reference's table generated from the code at
+build time, so the site cannot drift from it."""
 
-MARKERS = {
-    "<!-- gptcli: config-reference -->": "config_reference",
-}
-
-
-def config_reference() -> str:
-    from gptcli.config_reference import markdown
-    from gptcli.model import choices
-
-    return markdown(choices())
+MARKER = "<!-- gptcli: config-reference -->"
 
 
 def on_page_markdown(markdown: str, **_) -> str:
-    for marker, name in MARKERS.items():
-        if marker in markdown:
-            markdown = markdown.replace(marker, globals()[name]())
-    return markdown
+    if MARKER not in markdown:
+        return markdown
+    from gptcli.config_reference import markdown as reference
+    from gptcli.model import choices
+
+    return markdown.replace(MARKER, reference(choices()))

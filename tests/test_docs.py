@@ -152,16 +152,13 @@ def link_problems(text: str, where: Path) -> list[str]:
         if re.match(r"^[a-z]+:", target):
             continue  # http:, https:, mailto:
         path, _, anchor = target.partition("#")
-        if not path:
-            if anchor not in anchors(text):
-                problems.append(f"{where.name}: the link {target} names no heading")
-            continue
-        page = (where.parent / path).resolve()
-        if not page.exists():
+        page = (where.parent / path).resolve() if path else None  # None: this page
+        if page and not page.exists():
             problems.append(f"{where.name}: the link {target} names no file")
-        elif (anchor and page.suffix == ".md"
-              and anchor not in anchors(page.read_text(encoding="utf-8"))):  # fmt: skip
-            problems.append(f"{where.name}: the link {target} names no heading")
+        elif anchor and (page is None or page.suffix == ".md"):
+            linked = page.read_text(encoding="utf-8") if page else text
+            if anchor not in anchors(linked):
+                problems.append(f"{where.name}: the link {target} names no heading")
     return problems
 
 

@@ -1,12 +1,14 @@
 """Trainings that share the cores: does each get its fair share of a lone run's throughput?
 
     python benchmarks/bench_sharing.py [--anchor REV] [--iters 300] [--rounds 2]
+                                       [--modes auto threads turns] [--at-once 2 3]
 
 Runs the CPU recipe (configs/shakespeare-char-cpu.yaml: nanoGPT's) as whole `gptcli train`
 processes with default threads: one alone, then two started together, then three; each
 training's throughput is the median tokens/s of its logged steps. A run's fair share is the
 lone run's throughput / the number of trainings. The anchor is the same measurement with the
-code at REV (a git worktree; default HEAD~1), alternated round by round with this tree.
+code at REV (a git worktree; default HEAD~1), alternated round by round with this tree; this
+tree runs once per train.share_cores mode asked (--modes; the anchor with its own defaults).
 Prepare the data first: gptcli prepare --dataset shakespeare --tokenizer char
 """
 
@@ -24,7 +26,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def trainings(code: Path, n: int, iters: int, out: Path) -> list[float]:
+def trainings(code: Path, n: int, iters: int, out: Path, extra: list[str]) -> list[float]:
     """n trainings started together with the gptcli in code; the median tokens/s of each."""
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}  # torch's default
     procs, dirs = [], []
@@ -35,7 +37,7 @@ def trainings(code: Path, n: int, iters: int, out: Path) -> list[float]:
                    str(REPO / "configs/shakespeare-char-cpu.yaml"), "--out", str(run), "--force",
                    "--set", f"train.max_iters={iters}", "--set", "train.eval_interval=100000",
                    "--set", "train.final_eval=false", "--set", "train.log_interval=10",
-                   "--set", f"data.dir={REPO / 'data/shakespeare_char'}"]  # fmt: skip
+                   "--set", f"data.dir={REPO / 'data/shakespeare_char'}", *extra]  # fmt: skip
         # Started in code's directory: `python -m` imports the gptcli found there first.
         procs.append(subprocess.Popen(command, cwd=code, env=env, stdout=subprocess.DEVNULL,
                                       stderr=subprocess.DEVNULL))  # fmt: skip
@@ -55,22 +57,25 @@ def main() -> None:
     ap.add_argument("--anchor", default="HEAD~1")
     ap.add_argument("--iters", type=int, default=300)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--modes", nargs="+", default=["auto"], choices=["auto", "threads", "turns"])
+    ap.add_argument("--at-once", nargs="+", type=int, default=[2, 3])
     args = ap.parse_args()
+    codes = [("anchor", anchor_dir := Path(tempfile.mkdtemp()) / "anchor", [])]
+    codes += [(f"this tree, {m}", REPO, ["--set", f"train.share_cores={m}"]) for m in args.modes]
     with tempfile.TemporaryDirectory() as tmp:
-        anchor = Path(tmp) / "anchor"
-        subprocess.run(["git", "worktree", "add", "--detach", "-q", str(anchor), args.anchor],
+        subprocess.run(["git", "worktree", "add", "--detach", "-q", str(anchor_dir), args.anchor],
                        cwd=REPO, check=True)  # fmt: skip
         try:
             for round_ in range(1, args.rounds + 1):
-                for name, code in (("anchor", anchor), ("this tree", REPO)):
-                    lone = trainings(code, 1, args.iters, Path(tmp) / "out")[0]
+                for name, code, extra in codes:
+                    lone = trainings(code, 1, args.iters, Path(tmp) / "out", extra)[0]
                     print(f"round {round_}, {name}: alone {lone:,.0f} tokens/s", flush=True)
-                    for n in (2, 3):
-                        speeds = trainings(code, n, args.iters, Path(tmp) / "out")
-                        share = ", ".join(f"{s:,.0f} ({s / (lone / n):.2f}x fair)" for s in speeds)
+                    for n in args.at_once:
+                        speeds = trainings(code, n, args.iters, Path(tmp) / "out", extra)
+                        share = ", ".join(f"{s:,.0f} ({s / lone:.0%} of alone)" for s in speeds)
                         print(f"  {n} at once: {share}", flush=True)
         finally:
-            subprocess.run(["git", "worktree", "remove", "--force", str(anchor)], cwd=REPO)
+            subprocess.run(["git", "worktree", "remove", "--force", str(anchor_dir)], cwd=REPO)
 
 
 if __name__ == "__main__":

@@ -6,12 +6,11 @@ would be accepted, so a typo never silently falls back to a default.
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import re
 import types
 import typing
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +90,7 @@ class TrainConfig:
     precision: str = "auto"
     compile: bool = False
     threads: int | None = None  # CPU intra-op threads per process; None: the cores / processes
+    share_cores: str = "auto"  # with other trainings on the cores: threads, turns or auto
     seed: int = 1337
     out_dir: str = "out/run"
     init_from: str | None = None  # a gptcli checkpoint or a Hugging Face GPT-2 directory
@@ -127,6 +127,7 @@ _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 # (gptcli.model.check_config), so that this module sits below the model and never imports it.
 CHOICES: dict[str, list[str]] = {
     "train.precision": ["auto", "fp32", "bf16", "fp16"],
+    "train.share_cores": ["auto", "threads", "turns"],
     "data.order": ["random", "epoch"],
     "train.schedule": ["cosine", "linear", "constant", "wsd"],
     "train.optimizer": ["adamw", "muon"],
@@ -382,7 +383,7 @@ def _check_length_keys(train: Any) -> None:
 
 
 def reference(extra_choices: dict[str, list[str]] | None = None) -> list[tuple[str, str, str, str]]:
-    """(key, type, default, choices) for every key: the README's config reference.
+    """(key, type, default, choices) for every key: the config reference's table.
     extra_choices: the names other packages own, e.g. gptcli.model.choices()."""
     choices = {**CHOICES, **(extra_choices or {})}
     rows = []
@@ -391,8 +392,8 @@ def reference(extra_choices: dict[str, list[str]] | None = None) -> list[tuple[s
         hints = typing.get_type_hints(cls)
         for f in fields(cls):
             key = f"{section}.{f.name}"
-            default = f.default if f.default is not dataclasses.MISSING else None
-            if f.default_factory is not dataclasses.MISSING:
+            default = f.default if f.default is not MISSING else None
+            if f.default_factory is not MISSING:
                 default = f.default_factory()
             allowed = ", ".join(choices[key]) if key in choices else _RULES.get(key, (0, ""))[1]
             rows.append((key, _type_name(hints[f.name]), repr(default), allowed))

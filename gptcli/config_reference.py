@@ -144,6 +144,12 @@ MEANINGS: dict[str, str] = {
         "cores divided by the processes under torchrun; either way a training takes only its "
         "share of the cores while other gptcli trainings run on them"
     ),
+    "train.share_cores": (
+        "how trainings on the same CPU cores share them: `threads` (each takes the cores / "
+        "trainings), `turns` (one step at a time each, with a lone run's threads), `auto` "
+        "(turns where the trainings outnumber the physical cores under hyperthreads, else "
+        "threads; see the GPU and torchrun guide)"
+    ),
     "train.seed": "seeds init, dropout and the batch sampler",
     "train.out_dir": "the run directory",
     "train.init_from": (

@@ -59,7 +59,11 @@ def train(
         distributed.setup(d, cfg.train.device) if d.enabled else resolve_device(cfg.train.device)
     )
     set_cpu_threads(cfg.train.threads, device)
-    cores = CoreShare(cfg.train.threads, available_cores()) if device.type == "cpu" else None
+    cores = None
+    if device.type == "cpu":
+        # torchrun's ranks step together, all-reducing inside backward: never in turns.
+        mode = "threads" if d.enabled else cfg.train.share_cores
+        cores = CoreShare(cfg.train.threads, available_cores(), mode=mode)
     try:
         with hold_run_dir(d, cfg.train.out_dir):
             return _train(cfg, d, device, resume, force, callbacks, cores)
@@ -153,9 +157,10 @@ class Loop:
         t_last = time.perf_counter()
         for step in range(run.start_step, tc.max_iters):
             lr = set_lr(run.optimizer, lr_at(step, tc))
-            loss_sum = self.forward_backward(step)
             done = step + 1
-            grad_norm = self.clip_and_step(measure=self.logs_at(done))
+            with self.cores.turn() if self.cores else contextlib.nullcontext():
+                loss_sum = self.forward_backward(step)
+                grad_norm = self.clip_and_step(measure=self.logs_at(done))
             now = time.perf_counter()
             if self.first_step_seconds is None:
                 self.first_step_seconds = now - t_last

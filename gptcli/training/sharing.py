@@ -7,18 +7,30 @@ the gptcli trainings on this machine every few seconds and keeps its threads at 
 the cores, cores // trainings (never more than train.threads, never fewer than 1): a lone run
 keeps torch's default, and when the others end it gets its cores back. torchrun's processes
 count as trainings like any other, so this also splits a node among them.
+
+Where the cores are hardware threads of fewer physical cores (SMT: two vCPUs of one core, as on
+many cloud VMs) and the trainings outnumber the physical cores, a thread each still leaves two
+trainings computing at once on one core, each evicting the other's data from its caches. There
+they take turns instead: each step runs under a lock shared by the trainings on these cores, with
+a lone run's threads, so that one computes at a time (train.share_cores: auto decides; threads
+or turns forces one way, to measure both with benchmarks/bench_sharing.py).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+import tempfile
 import time
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
 
 CHECK_EVERY = 5.0  # seconds between counts: /proc is read in well under a millisecond
+MODES = ("auto", "threads", "turns")
 
 
 def is_training(argv: list[str]) -> bool:
@@ -69,18 +81,71 @@ def _overlaps(pid: int, mine: set[int] | None) -> bool:
     return mine is None or theirs is None or bool(theirs & mine)  # unknown: assume shared
 
 
+def physical_cores(cpus: set[int], root: Path = Path("/sys/devices/system/cpu")) -> int:
+    """The physical cores under these logical CPUs (SMT siblings count once); len(cpus) where
+    the kernel does not say."""
+    cores = set()
+    for cpu in cpus:
+        try:
+            cores.add((root / f"cpu{cpu}" / "topology" / "thread_siblings_list").read_text())
+        except OSError:
+            return len(cpus)
+    return len(cores)
+
+
+def turn_lock_path(cpus: set[int]) -> Path:
+    """One lock for this user's trainings on exactly these CPUs."""
+    key = zlib.crc32(",".join(map(str, sorted(cpus))).encode())
+    return Path(tempfile.gettempdir()) / f"gptcli-{os.getuid()}-cores-{key:08x}.lock"
+
+
 class CoreShare:
     """This training's CPU threads, re-decided every CHECK_EVERY seconds."""
 
     def __init__(self, requested: int | None, cores: int, every: float = CHECK_EVERY,
-                 count: Callable[[], int] = count_trainings):  # fmt: skip
-        self.cores, self.count, self.every = cores, count, every
+                 count: Callable[[], int] = count_trainings, mode: str = "auto",
+                 physical: int | None = None, lock: Path | None = None):  # fmt: skip
+        self.cores, self.count, self.every, self.mode = cores, count, every, mode
+        cpus = _cores_of(os.getpid()) or set(range(cores))
+        self.physical = physical if physical is not None else physical_cores(cpus)
+        self.lock_path = lock or turn_lock_path(cpus)
+        self.lock_fd: int | None = None
         self.most = requested or torch.get_num_threads()  # what a lone run uses
-        self.trainings, self.threads = 1, torch.get_num_threads()
+        self.trainings, self.threads, self.turns = 1, torch.get_num_threads(), False
         self.checked = -float("inf")
 
     def share(self, trainings: int) -> int:
         return max(1, min(self.most, self.cores // trainings))
+
+    def takes_turns(self, trainings: int) -> bool:
+        """Whether trainings this many should take turns: asked, or (auto) they outnumber the
+        physical cores under hyperthreads, and a lone run would use more than one thread."""
+        if trainings == 1 or self.mode == "threads":
+            return False
+        hyperthreads = self.most > 1 and self.physical < min(trainings, self.cores)
+        return (self.mode == "turns" or hyperthreads) and self._lock()
+
+    def _lock(self) -> bool:
+        """The turns' lock is open (opened now if need be); False where it cannot be."""
+        if self.lock_fd is None:
+            try:
+                flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW  # not through a planted link
+                self.lock_fd = os.open(self.lock_path, flags, 0o600)
+            except OSError:
+                return False
+        return True
+
+    @contextlib.contextmanager
+    def turn(self) -> Iterator[None]:
+        """Hold the cores for one step while trainings take turns; a no-op otherwise."""
+        if not self.turns or self.lock_fd is None:
+            yield
+            return
+        fcntl.flock(self.lock_fd, fcntl.LOCK_EX)  # released by the kernel if this process dies
+        try:
+            yield
+        finally:
+            fcntl.flock(self.lock_fd, fcntl.LOCK_UN)
 
     def update(self) -> str | None:
         """Set the threads for the trainings running now; a line when that changed them."""
@@ -89,9 +154,10 @@ class CoreShare:
             return None
         self.checked = now
         trainings = self.count()
-        threads = self.share(trainings)
-        changed = threads != self.threads
-        self.trainings, self.threads = trainings, threads
+        turns = self.takes_turns(trainings)
+        threads = self.most if turns else self.share(trainings)
+        changed = (threads, turns) != (self.threads, self.turns)
+        self.trainings, self.threads, self.turns = trainings, threads, turns
         if not changed:
             return None
         torch.set_num_threads(threads)
@@ -99,6 +165,8 @@ class CoreShare:
 
     def describe(self) -> str:
         threads = f"{self.threads} CPU thread{'s' if self.threads > 1 else ''}"
+        if self.turns:
+            threads += ", a step at a time in turns"
         if self.trainings == 1:
             return f"{threads}: no other gptcli training shares the cores now"
         others = self.trainings - 1

@@ -1,18 +1,19 @@
 """Trainings on the same cores take their share each (training/sharing.py): which processes
-count as trainings, the threads decided for 1, 2, 3 of them, and two real trainings that see
-each other."""
+count as trainings, the physical cores under the CPUs, the threads and turns decided for 1, 2, 3
+of them, the turns' lock, and two real trainings that see each other."""
 
 import os
 import re
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
 import torch
 import yaml
 
-from gptcli.training.sharing import CoreShare, count_trainings, is_training
+from gptcli.training.sharing import CoreShare, count_trainings, is_training, physical_cores
 
 from ..conftest import REPO, tiny_config
 
@@ -94,12 +95,95 @@ def test_counts_are_made_once_per_interval(threads):
     assert len(calls) == 1
 
 
+def test_physical_cores_count_hyperthreads_of_one_core_once(tmp_path):
+    def cpu(n, siblings):
+        (tmp_path / f"cpu{n}" / "topology").mkdir(parents=True)
+        (tmp_path / f"cpu{n}" / "topology" / "thread_siblings_list").write_text(siblings + "\n")
+
+    cpu(0, "0,2"), cpu(1, "1,3"), cpu(2, "0,2"), cpu(3, "1,3")
+    assert physical_cores({0, 1, 2, 3}, tmp_path) == 2
+    assert physical_cores({0, 2}, tmp_path) == 1
+    assert physical_cores({0, 1}, tmp_path) == 2
+    assert physical_cores({0, 5}, tmp_path) == 2  # cpu5 unknown: every CPU a core
+
+
+def decided(trainings, lock, **kw):
+    share = CoreShare(kw.pop("requested", None), every=0, count=lambda: trainings, lock=lock, **kw)
+    share.update()
+    return share.turns, share.threads
+
+
+@pytest.mark.parametrize("mode, cores, physical, trainings, requested, expected", [
+    ("auto", 2, 2, 2, None, (False, 1)),  # a core each
+    ("auto", 2, 2, 3, None, (False, 1)),  # more trainings than cores: the kernel time-slices
+    ("auto", 2, 1, 2, None, (True, 2)),  # two hyperthreads of one core: turns
+    ("auto", 2, 1, 1, None, (False, 2)),  # alone: nothing to share
+    ("auto", 2, 1, 2, 1, (False, 1)),  # asked for one thread: keeps it
+    ("auto", 4, 2, 2, None, (False, 2)),  # 2 cores x 2 hyperthreads, two trainings: a core each
+    ("auto", 4, 2, 3, None, (True, 2)),  # three on two cores' hyperthreads: turns
+    ("threads", 2, 1, 2, None, (False, 1)),
+    ("turns", 2, 2, 2, None, (True, 2)),
+    ("turns", 2, 2, 1, None, (False, 2)),
+])  # fmt: skip
+def test_trainings_take_turns_where_they_outnumber_physical_cores(
+    threads, tmp_path, mode, cores, physical, trainings, requested, expected
+):
+    torch.set_num_threads(min(cores, 2))  # a lone run's default: every core (2 is enough here)
+    lock = tmp_path / "cores.lock"
+    got = decided(trainings, lock, mode=mode, cores=cores, physical=physical, requested=requested)
+    assert got == (expected[0], min(expected[1], torch.get_num_threads()))
+
+
+def test_a_training_taking_turns_says_so(threads, tmp_path):
+    share = CoreShare(None, cores=2, every=0, count=lambda: 2, physical=1,
+                      lock=tmp_path / "cores.lock")  # fmt: skip
+    assert share.update() == (
+        "2 CPU threads, a step at a time in turns: 1 other gptcli training shares these 2 cores"
+    )
+
+
+def test_a_lock_that_cannot_be_opened_leaves_threads(threads, tmp_path):
+    (tmp_path / "cores.lock").symlink_to(tmp_path / "elsewhere")  # planted: not followed
+    assert decided(2, tmp_path / "cores.lock", cores=2, physical=1) == (False, 1)
+
+
+def test_a_turn_waits_for_the_other_trainings_turn_to_end(threads, tmp_path):
+    mine, theirs = (CoreShare(None, cores=2, every=0, count=lambda: 2, mode="turns",
+                              lock=tmp_path / "cores.lock") for _ in range(2))  # fmt: skip
+    mine.update(), theirs.update()
+    holding, release, entered = threading.Event(), threading.Event(), threading.Event()
+
+    def their_step():
+        with theirs.turn():
+            holding.set()
+            release.wait(10)
+
+    def my_step():
+        holding.wait(10)
+        with mine.turn():
+            entered.set()
+
+    workers = [threading.Thread(target=their_step), threading.Thread(target=my_step)]
+    for worker in workers:
+        worker.start()
+    assert holding.wait(10)
+    assert not entered.wait(0.3)  # their step holds the cores
+    release.set()
+    assert entered.wait(10)  # and mine runs once it ends
+    for worker in workers:
+        worker.join(10)
+
+
 @pytest.mark.slow
-def test_two_trainings_started_by_hand_take_a_core_each(tmp_path, char_data):
-    def start(name, iters):
+@pytest.mark.parametrize("mode, said", [
+    ("threads", r"1 CPU thread: \d+ other gptcli trainings? shares? these"),
+    ("turns", r"\d CPU threads?, a step at a time in turns: \d+ other gptcli trainings? shares?"),
+])  # fmt: skip
+def test_two_trainings_started_by_hand_share_the_cores(tmp_path, char_data, mode, said):
+    def start(name):
         cfg = tiny_config(char_data, tmp_path / name, train={
-            "max_iters": iters, "eval_interval": 100000, "log_interval": 50,
-            "final_eval": False})  # fmt: skip
+            "max_iters": 100000, "eval_interval": 100000, "log_interval": 50,
+            "final_eval": False, "share_cores": mode})  # fmt: skip
         config = tmp_path / f"{name}.yaml"
         config.write_text(yaml.safe_dump(cfg.to_dict()))
         log = open(tmp_path / f"{name}.log", "w")  # noqa: SIM115 (the process holds it)
@@ -108,22 +192,32 @@ def test_two_trainings_started_by_hand_take_a_core_each(tmp_path, char_data):
                                  str(config)], cwd=REPO, env=env, stdout=log,
                                 stderr=subprocess.STDOUT)  # fmt: skip
 
-    first = start("first", 100000)
-    try:
-        deadline = time.time() + 60
-        while "step 50/" not in (tmp_path / "first.log").read_text() and time.time() < deadline:
+    def wait_for(name, pattern, seconds):
+        deadline = time.time() + seconds
+        while True:
+            text = " ".join((tmp_path / f"{name}.log").read_text().replace("│", " ").split())
+            if re.search(pattern, text):
+                return
+            assert time.time() < deadline, text[-2000:]
             time.sleep(0.2)
-        second = start("second", 3000)
-        assert second.wait(timeout=120) == 0
-        said = " ".join((tmp_path / "second.log").read_text().replace("│", " ").split())
-        assert re.search(r"1 CPU thread: \d+ other gptcli trainings? shares? these", said)
-        deadline = time.time() + 20  # the first re-counts every 5 s
-        while not re.search(r"note: 1 CPU thread: \d+ other", (tmp_path / "first.log").read_text()):
-            assert time.time() < deadline, (tmp_path / "first.log").read_text()[-2000:]
+
+    trainings = [start("first")]
+    try:
+        wait_for("first", "step 50/", 60)
+        trainings.append(start("second"))
+        wait_for("second", said, 60)  # in its summary, as it starts
+        wait_for("first", "note: " + said, 20)  # the first re-counts every 5 s
+        # And both go on, in turns or side by side.
+        records = (tmp_path / "first" / "metrics.jsonl").read_text().count("\n")
+        wait_for("second", "step 100/", 60)
+        deadline = time.time() + 60
+        while (tmp_path / "first" / "metrics.jsonl").read_text().count("\n") <= records:
+            assert time.time() < deadline and trainings[0].poll() is None
             time.sleep(0.2)
     finally:
-        first.terminate()  # SIGTERM: CI may start the tests with SIGINT ignored, as children
-        try:
-            first.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            first.kill()
+        for training in trainings:
+            training.terminate()  # SIGTERM: CI may start the tests with SIGINT ignored
+            try:
+                training.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                training.kill()

@@ -72,6 +72,9 @@ def main() -> None:
         from gptcli.allocator import keep_freed_memory
 
         keep_freed_memory()
+        from gptcli.cores import spin_less
+
+        spin_less()  # before torch loads libgomp, which reads it once
     if command in LIBRARY:
         import_frozen(LIBRARY[command])
     try:

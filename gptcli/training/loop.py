@@ -156,30 +156,12 @@ class Loop:
         done, stopped_by = run.start_step, 0
         t_last = time.perf_counter()
         for step in range(run.start_step, tc.max_iters):
-            lr = set_lr(run.optimizer, lr_at(step, tc))
-            done = step + 1
+            # Taking turns, a step holds the cores from its first op to its log line: one
+            # training's work beside the other's step would slow each of its parallel ops.
             with self.cores.turn() if self.cores else contextlib.nullcontext():
-                loss_sum = self.forward_backward(step)
-                grad_norm = self.clip_and_step(measure=self.logs_at(done))
-            now = time.perf_counter()
-            if self.first_step_seconds is None:
-                self.first_step_seconds = now - t_last
-            else:
-                self.train_seconds += now - t_last
-            tokens_per_sec = run.tokens_per_step / max(now - t_last, 1e-9)
-            # Every process must stop at the same step, whichever got the signal: under DDP, a
-            # one-number all-reduce per step.
-            if done < tc.max_iters:
-                stopped_by = distributed.all_max(run.d, self.stop.signum, run.device)
-            self.log_step(done, loss_sum, grad_norm, lr, tokens_per_sec, stopped_by)
-            if done % tc.eval_interval == 0 or done == tc.max_iters:
-                self.evaluate_and_save(done)
+                done, stopped_by = self.step(step, t_last)
             if stopped_by:
-                if self.saved_step != done:
-                    self.saved, self.saved_step = save(run, done, None), done
                 break
-            if self.cores is not None and (change := self.cores.update()):
-                self.cb.on_note(change)  # another training started or ended beside this one
             t_last = time.perf_counter()  # keep eval and saving out of the next step's tokens/s
         result = self.result(done, time.perf_counter() - t_start, stopped_by)
         # The last record: what the run spent, and the final checkpoint's exact score.
@@ -189,6 +171,35 @@ class Loop:
             final.update({f"full_val_{k}": v for k, v in result.full_val.items()})
         self.log.write(final)
         return result
+
+    def step(self, step: int, t_last: float) -> tuple[int, int]:
+        """One step, its log line, and the evaluation and checkpoint due after it: the steps
+        done and the signal that stops the run (0: none)."""
+        run, tc = self.run, self.run.cfg.train
+        lr = set_lr(run.optimizer, lr_at(step, tc))
+        done, stopped_by = step + 1, 0
+        loss_sum = self.forward_backward(step)
+        grad_norm = self.clip_and_step(measure=self.logs_at(done))
+        now = time.perf_counter()
+        if self.first_step_seconds is None:
+            self.first_step_seconds = now - t_last
+        else:
+            self.train_seconds += now - t_last
+        tokens_per_sec = run.tokens_per_step / max(now - t_last, 1e-9)
+        # Every process must stop at the same step, whichever got the signal: under DDP, a
+        # one-number all-reduce per step.
+        if done < tc.max_iters:
+            stopped_by = distributed.all_max(run.d, self.stop.signum, run.device)
+        self.log_step(done, loss_sum, grad_norm, lr, tokens_per_sec, stopped_by)
+        if done % tc.eval_interval == 0 or done == tc.max_iters:
+            self.evaluate_and_save(done)
+        if stopped_by:
+            if self.saved_step != done:
+                self.saved, self.saved_step = save(run, done, None), done
+            return done, stopped_by
+        if self.cores is not None and (change := self.cores.update()):
+            self.cb.on_note(change)  # another training started or ended beside this one
+        return done, 0
 
     def full_eval(self, done: int, spent: Compute) -> dict[str, float]:
         """The exact score of the final checkpoint: the whole val split in windows of

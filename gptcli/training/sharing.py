@@ -13,7 +13,9 @@ many cloud VMs) and the trainings outnumber the physical cores, a thread each st
 trainings computing at once on one core, each evicting the other's data from its caches. There
 they take turns instead: each step runs under a lock shared by the trainings on these cores, with
 a lone run's threads, so that one computes at a time (train.share_cores: auto decides; threads
-or turns forces one way, to measure both with benchmarks/bench_sharing.py).
+or turns forces one way, to measure both with benchmarks/bench_sharing.py). A step's turn lasts
+to its log line: the other training's work beside it would slow each of its parallel ops, and
+so would OpenMP threads that spin (gptcli/cores.py).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
+
+from gptcli.cores import physical_cores
 
 CHECK_EVERY = 5.0  # seconds between counts: /proc is read in well under a millisecond
 MODES = ("auto", "threads", "turns")
@@ -79,18 +83,6 @@ def _cores_of(pid: int) -> set[int] | None:
 def _overlaps(pid: int, mine: set[int] | None) -> bool:
     theirs = _cores_of(pid)
     return mine is None or theirs is None or bool(theirs & mine)  # unknown: assume shared
-
-
-def physical_cores(cpus: set[int], root: Path = Path("/sys/devices/system/cpu")) -> int:
-    """The physical cores under these logical CPUs (SMT siblings count once); len(cpus) where
-    the kernel does not say."""
-    cores = set()
-    for cpu in cpus:
-        try:
-            cores.add((root / f"cpu{cpu}" / "topology" / "thread_siblings_list").read_text())
-        except OSError:
-            return len(cpus)
-    return len(cores)
 
 
 def turn_lock_path(cpus: set[int]) -> Path:

@@ -13,7 +13,8 @@ import pytest
 import torch
 import yaml
 
-from gptcli.training.sharing import CoreShare, count_trainings, is_training, physical_cores
+from gptcli.cores import physical_cores, spin_less
+from gptcli.training.sharing import CoreShare, count_trainings, is_training
 
 from ..conftest import REPO, tiny_config
 
@@ -105,6 +106,26 @@ def test_physical_cores_count_hyperthreads_of_one_core_once(tmp_path):
     assert physical_cores({0, 2}, tmp_path) == 1
     assert physical_cores({0, 1}, tmp_path) == 2
     assert physical_cores({0, 5}, tmp_path) == 2  # cpu5 unknown: every CPU a core
+
+
+@pytest.mark.parametrize("siblings, environ, spin", [
+    (["0-1", "0-1"], {}, "30000"),  # two hyperthreads of one core: idle threads spin less
+    (["0", "1"], {}, None),  # a core each: libgomp's default
+    (["0-1", "0-1"], {"GOMP_SPINCOUNT": "5"}, "5"),  # the user's own setting wins
+    (["0-1", "0-1"], {"OMP_WAIT_POLICY": "ACTIVE"}, None),
+])  # fmt: skip
+def test_openmp_threads_spin_less_where_trainings_may_take_turns(
+    tmp_path, monkeypatch, siblings, environ, spin
+):
+    from gptcli import cores
+
+    for n, listed in enumerate(siblings):
+        (tmp_path / f"cpu{n}" / "topology").mkdir(parents=True)
+        (tmp_path / f"cpu{n}" / "topology" / "thread_siblings_list").write_text(listed + "\n")
+    monkeypatch.setattr(cores, "my_cpus", lambda: {0, 1})
+    before = dict(environ)
+    assert spin_less(environ, tmp_path) is (spin is not None and "GOMP_SPINCOUNT" not in before)
+    assert environ.get("GOMP_SPINCOUNT") == spin
 
 
 def decided(trainings, lock, **kw):

@@ -5,7 +5,9 @@
 
 Runs the CPU recipe (configs/shakespeare-char-cpu.yaml: nanoGPT's) as whole `gptcli train`
 processes with default threads: one alone, then two started together, then three; each
-training's throughput is the median tokens/s of its logged steps. A run's fair share is the
+training's throughput is its tokens over the time from its 20th step to its last (not the median
+of its logged steps' tokens/s: taking turns, a step waits for one other step or for none, and
+every tenth step is no fair sample of that). A run's fair share is the
 lone run's throughput / the number of trainings. The anchor is the same measurement with the
 code at REV (a git worktree; default HEAD~1), alternated round by round with this tree; this
 tree runs once per train.share_cores mode asked (--modes; the anchor with its own defaults).
@@ -17,17 +19,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from gptcli.config import load_config  # noqa: E402
 
 
 def trainings(code: Path, n: int, iters: int, out: Path, extra: list[str]) -> list[float]:
-    """n trainings started together with the gptcli in code; the median tokens/s of each."""
+    """n trainings started together with the gptcli in code; the tokens/s of each."""
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}  # torch's default
     procs, dirs = [], []
     for i in range(n):
@@ -44,11 +47,14 @@ def trainings(code: Path, n: int, iters: int, out: Path, extra: list[str]) -> li
     for proc in procs:
         if proc.wait() != 0:
             raise SystemExit(f"a training failed ({proc.args})")
+    cfg = load_config(REPO / "configs/shakespeare-char-cpu.yaml")
+    tokens = cfg.train.batch_size * cfg.model.block_size * cfg.train.grad_accum
     speeds = []
     for run in dirs:
         records = [json.loads(line) for line in (run / "metrics.jsonl").open()]
-        speeds.append(statistics.median(r["tokens_per_sec"] for r in records
-                                        if "tokens_per_sec" in r))  # fmt: skip
+        steps = [r for r in records if "tokens_per_sec" in r and r["step"] >= 20]
+        first, last = steps[0], steps[-1]
+        speeds.append((last["step"] - first["step"]) * tokens / (last["time"] - first["time"]))
     return speeds
 
 

@@ -10,12 +10,13 @@ count as trainings like any other, so this also splits a node among them.
 
 Where the cores are hardware threads of fewer physical cores (SMT: two vCPUs of one core, as on
 many cloud VMs) and the trainings outnumber the physical cores, a thread each still leaves two
-trainings computing at once on one core, each evicting the other's data from its caches. There
-they take turns instead: each step runs under a lock shared by the trainings on these cores, with
-a lone run's threads, so that one computes at a time (train.share_cores: auto decides; threads
-or turns forces one way, to measure both with benchmarks/bench_sharing.py). A step's turn lasts
-to its log line: the other training's work beside it would slow each of its parallel ops, and
-so would OpenMP threads that spin (gptcli/cores.py).
+trainings computing at once on one core, sharing its units and caches (perhaps why two on a
+2-core Intel Xeon got 33% of a lone run each; not measured since). There they take turns
+instead: each step runs under a lock shared by the trainings on these cores, with a lone run's
+threads, so that one computes at a time and each gets about its fair share (train.share_cores:
+auto decides; threads or turns forces one way, to measure both with bench_sharing.py). A turn
+lasts to the step's log line: the other training's work beside it would slow each of its
+parallel ops, and so would OpenMP threads that spin (gptcli/cores.py).
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ import torch
 from gptcli.cores import physical_cores
 
 CHECK_EVERY = 5.0  # seconds between counts: /proc is read in well under a millisecond
-MODES = ("auto", "threads", "turns")
 
 
 def is_training(argv: list[str]) -> bool:

@@ -128,6 +128,28 @@ def test_openmp_threads_spin_less_where_trainings_may_take_turns(
     assert environ.get("GOMP_SPINCOUNT") == spin
 
 
+def test_gptcli_train_sets_the_spin_count_before_torch_loads():
+    script = """
+import os, sys
+from gptcli import cores
+cores.physical_cores = lambda cpus, root=None: 1  # as on hyperthreads
+loaded = []
+spin_less = cores.spin_less
+cores.spin_less = lambda: loaded.append("torch" in sys.modules) or spin_less()
+sys.argv = ["gptcli", "train", "--help"]
+from gptcli.cli import main
+try:
+    main()
+except SystemExit:
+    pass
+print("torch loaded first:", loaded, "spin:", os.environ.get("GOMP_SPINCOUNT"))
+"""
+    env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    out = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True,
+                         text=True, timeout=120).stdout  # fmt: skip
+    assert "torch loaded first: [False] spin: 30000" in out, out[-2000:]
+
+
 def decided(trainings, lock, **kw):
     share = CoreShare(kw.pop("requested", None), every=0, count=lambda: trainings, lock=lock, **kw)
     share.update()

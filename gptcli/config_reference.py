@@ -146,9 +146,9 @@ MEANINGS: dict[str, str] = {
     ),
     "train.share_cores": (
         "how trainings on the same CPU cores share them: `threads` (each takes the cores / "
-        "trainings), `turns` (one step at a time each, with a lone run's threads), `auto` "
-        "(turns where the trainings outnumber the physical cores under hyperthreads, else "
-        "threads; see the GPU and torchrun guide)"
+        "trainings), `turns` (one step at a time each, with a lone run's threads once another "
+        "training is seen taking turns), `auto` (turns where the trainings outnumber the "
+        "physical cores under hyperthreads, else threads; see the GPU and torchrun guide)"
     ),
     "train.seed": "seeds init, dropout and the batch sampler",
     "train.out_dir": "the run directory",

@@ -8,8 +8,10 @@ step and takes a core from it: a step of the CPU recipe held the cores for 43-45
 against 28-40 ms alone; with 30,000 spins (about 1 ms, still far past the microseconds between
 the ops of a step) it held them for 30-35 ms against 28-31 ms. Alone, 30,000 spins cost 1.025x
 per step (median of 10 alternated runs, 0.84-1.46x: within this machine's noise). libgomp reads
-GOMP_SPINCOUNT once, as torch loads it, so `gptcli train` sets it before importing torch, and
-only where auto takes turns at all: hyperthreads among the process's CPUs.
+GOMP_SPINCOUNT once, as torch loads it, before gptcli knows whether it will take turns, so
+`gptcli train` sets it wherever auto may take turns: every training whose CPUs include
+hyperthreads (lone, GPU and `threads` ones too; that cost was measured where it never fires,
+on the AMD EPYC, which has none).
 """
 
 from __future__ import annotations

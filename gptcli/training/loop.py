@@ -68,6 +68,8 @@ def train(
         with hold_run_dir(d, cfg.train.out_dir):
             return _train(cfg, d, device, resume, force, callbacks, cores)
     finally:
+        if cores is not None:
+            cores.close()
         distributed.teardown(d)
 
 

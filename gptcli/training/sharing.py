@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import stat
 import tempfile
 import time
 import zlib
@@ -32,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from gptcli.cores import physical_cores
+from gptcli.cores import my_cpus, physical_cores
 
 CHECK_EVERY = 5.0  # seconds between counts: /proc is read in well under a millisecond
 
@@ -98,12 +99,15 @@ class CoreShare:
                  count: Callable[[], int] = count_trainings, mode: str = "auto",
                  physical: int | None = None, lock: Path | None = None):  # fmt: skip
         self.cores, self.count, self.every, self.mode = cores, count, every, mode
-        cpus = _cores_of(os.getpid()) or set(range(cores))
+        cpus = my_cpus()
         self.physical = physical if physical is not None else physical_cores(cpus)
         self.lock_path = lock or turn_lock_path(cpus)
         self.lock_fd: int | None = None
         self.most = requested or torch.get_num_threads()  # what a lone run uses
-        self.trainings, self.threads, self.turns = 1, torch.get_num_threads(), False
+        self.trainings, self.threads = 1, torch.get_num_threads()
+        self.turns = False  # each step holds the lock
+        self.met = False  # a step found another training's turn since the last decision
+        self.in_turns = False  # and so runs with a lone run's threads
         self.checked = -float("inf")
 
     def share(self, trainings: int) -> int:
@@ -118,14 +122,25 @@ class CoreShare:
         return (self.mode == "turns" or hyperthreads) and self._lock()
 
     def _lock(self) -> bool:
-        """The turns' lock is open (opened now if need be); False where it cannot be."""
+        """The turns' lock is open (opened now if need be); False where it cannot be, or where
+        the file is not this user's own (another could hold it forever)."""
         if self.lock_fd is None:
             try:
                 flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW  # not through a planted link
-                self.lock_fd = os.open(self.lock_path, flags, 0o600)
+                fd = os.open(self.lock_path, flags, 0o600)
             except OSError:
                 return False
+            found = os.fstat(fd)
+            if not stat.S_ISREG(found.st_mode) or found.st_uid != os.getuid():
+                os.close(fd)
+                return False
+            self.lock_fd = fd
         return True
+
+    def close(self) -> None:
+        if self.lock_fd is not None:
+            os.close(self.lock_fd)
+            self.lock_fd = None
 
     @contextlib.contextmanager
     def turn(self) -> Iterator[None]:
@@ -133,7 +148,11 @@ class CoreShare:
         if not self.turns or self.lock_fd is None:
             yield
             return
-        fcntl.flock(self.lock_fd, fcntl.LOCK_EX)  # released by the kernel if this process dies
+        try:
+            fcntl.flock(self.lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.met = True  # another training is taking its turn: wait for its end
+            fcntl.flock(self.lock_fd, fcntl.LOCK_EX)  # the kernel drops it if its holder dies
         try:
             yield
         finally:
@@ -147,9 +166,13 @@ class CoreShare:
         self.checked = now
         trainings = self.count()
         turns = self.takes_turns(trainings)
-        threads = self.most if turns else self.share(trainings)
-        changed = (threads, turns) != (self.threads, self.turns)
+        # A lone run's threads only once another training was seen taking turns too: one that
+        # does not (threads, torchrun's ranks, another user's) would run beside all of them.
+        in_turns, self.met = turns and self.met, False
+        threads = self.most if in_turns else self.share(trainings)
+        changed = (threads, in_turns) != (self.threads, self.in_turns)
         self.trainings, self.threads, self.turns = trainings, threads, turns
+        self.in_turns = in_turns
         if not changed:
             return None
         torch.set_num_threads(threads)
@@ -157,7 +180,7 @@ class CoreShare:
 
     def describe(self) -> str:
         threads = f"{self.threads} CPU thread{'s' if self.threads > 1 else ''}"
-        if self.turns:
+        if self.in_turns:
             threads += ", a step at a time in turns"
         if self.trainings == 1:
             return f"{threads}: no other gptcli training shares the cores now"

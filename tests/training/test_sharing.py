@@ -71,7 +71,7 @@ def test_a_training_pinned_to_other_cores_is_not_counted(tmp_path, monkeypatch):
 
 def test_threads_follow_the_trainings_on_the_cores(threads):
     running = iter([1, 2, 3, 1])
-    share = CoreShare(None, cores=2, every=0, count=lambda: next(running))
+    share = CoreShare(None, cores=2, every=0, count=lambda: next(running), physical=2)
     assert share.update() is None and torch.get_num_threads() == 2  # alone: torch's default
     assert share.update() == "1 CPU thread: 1 other gptcli training shares these 2 cores"
     assert torch.get_num_threads() == 1
@@ -90,7 +90,7 @@ def test_an_asked_thread_count_is_the_most_a_training_takes(threads):
 
 def test_counts_are_made_once_per_interval(threads):
     calls = []
-    share = CoreShare(None, cores=2, every=60, count=lambda: calls.append(1) or 2)
+    share = CoreShare(None, cores=2, every=60, count=lambda: calls.append(1) or 2, physical=2)
     share.update()
     share.update()
     assert len(calls) == 1
@@ -151,9 +151,12 @@ print("torch loaded first:", loaded, "spin:", os.environ.get("GOMP_SPINCOUNT"))
 
 
 def decided(trainings, lock, **kw):
+    """(a step at a time in turns, threads) once another training was seen taking turns."""
     share = CoreShare(kw.pop("requested", None), every=0, count=lambda: trainings, lock=lock, **kw)
     share.update()
-    return share.turns, share.threads
+    share.met = True  # as when a step found the lock held
+    share.update()
+    return share.in_turns, share.threads
 
 
 @pytest.mark.parametrize("mode, cores, physical, trainings, requested, expected", [
@@ -177,17 +180,30 @@ def test_trainings_take_turns_where_they_outnumber_physical_cores(
     assert got == (expected[0], min(expected[1], torch.get_num_threads()))
 
 
-def test_a_training_taking_turns_says_so(threads, tmp_path):
+def test_a_training_takes_a_lone_runs_threads_only_once_another_takes_turns(threads, tmp_path):
     share = CoreShare(None, cores=2, every=0, count=lambda: 2, physical=1,
                       lock=tmp_path / "cores.lock")  # fmt: skip
+    # Nobody else seen taking turns (the other may run with threads): a thread share each.
+    assert share.update() == "1 CPU thread: 1 other gptcli training shares these 2 cores"
+    assert share.turns and not share.in_turns
+    with share.turn():
+        pass  # the lock was free
+    assert share.update() is None and torch.get_num_threads() == 1
+    share.met = True
     assert share.update() == (
         "2 CPU threads, a step at a time in turns: 1 other gptcli training shares these 2 cores"
     )
+    assert torch.get_num_threads() == 2
+    assert share.update() == "1 CPU thread: 1 other gptcli training shares these 2 cores"
+    share.close()
 
 
 def test_a_lock_that_cannot_be_opened_leaves_threads(threads, tmp_path):
     (tmp_path / "cores.lock").symlink_to(tmp_path / "elsewhere")  # planted: not followed
     assert decided(2, tmp_path / "cores.lock", cores=2, physical=1) == (False, 1)
+    assert not (tmp_path / "elsewhere").exists()
+    (tmp_path / "dir.lock").mkdir()  # not a regular file
+    assert decided(2, tmp_path / "dir.lock", cores=2, physical=1) == (False, 1)
 
 
 def test_a_turn_waits_for_the_other_trainings_turn_to_end(threads, tmp_path):
@@ -215,6 +231,7 @@ def test_a_turn_waits_for_the_other_trainings_turn_to_end(threads, tmp_path):
     assert entered.wait(10)  # and mine runs once it ends
     for worker in workers:
         worker.join(10)
+    assert mine.met and not theirs.met  # mine found theirs taking its turn
 
 
 @pytest.mark.slow

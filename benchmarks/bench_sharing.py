@@ -66,9 +66,11 @@ def main() -> None:
     ap.add_argument("--modes", nargs="+", default=["auto"], choices=["auto", "threads", "turns"])
     ap.add_argument("--at-once", nargs="+", type=int, default=[2, 3])
     args = ap.parse_args()
-    codes = [("anchor", anchor_dir := Path(tempfile.mkdtemp()) / "anchor", [])]
-    codes += [(f"this tree, {m}", REPO, ["--set", f"train.share_cores={m}"]) for m in args.modes]
     with tempfile.TemporaryDirectory() as tmp:
+        anchor_dir = Path(tmp) / "anchor"
+        codes = [("anchor", anchor_dir, [])]
+        codes += [(f"this tree, {m}", REPO, ["--set", f"train.share_cores={m}"])
+                  for m in args.modes]  # fmt: skip
         subprocess.run(["git", "worktree", "add", "--detach", "-q", str(anchor_dir), args.anchor],
                        cwd=REPO, check=True)  # fmt: skip
         try:

@@ -161,7 +161,8 @@ class CoreShare:
     def update(self) -> str | None:
         """Set the threads for the trainings running now; a line when that changed them."""
         now = time.monotonic()
-        if now - self.checked < self.every:
+        joined = self.turns and self.met and not self.in_turns  # decided at once: a step faster
+        if now - self.checked < self.every and not joined:
             return None
         self.checked = now
         trainings = self.count()

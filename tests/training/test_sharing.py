@@ -88,6 +88,18 @@ def test_an_asked_thread_count_is_the_most_a_training_takes(threads):
     assert CoreShare(None, cores=2, every=0, count=lambda: 1).share(5) == 1  # never 0
 
 
+def test_a_training_joins_the_turns_as_soon_as_it_finds_one(threads, tmp_path):
+    share = CoreShare(None, cores=2, every=60, count=lambda: 2, physical=1,
+                      lock=tmp_path / "cores.lock")  # fmt: skip
+    share.update()
+    assert share.update() is None  # within the interval: nothing re-decided
+    share.met = True
+    assert share.update() == (
+        "2 CPU threads, a step at a time in turns: 1 other gptcli training shares these 2 cores"
+    )
+    share.close()
+
+
 def test_counts_are_made_once_per_interval(threads):
     calls = []
     share = CoreShare(None, cores=2, every=60, count=lambda: calls.append(1) or 2, physical=2)

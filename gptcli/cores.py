@@ -37,6 +37,7 @@ def physical_cores(cpus: set[int], root: Path = SYS_CPU) -> int:
 
 
 def my_cpus() -> set[int]:
+    """The logical CPUs this process may run on (taskset and cgroups narrow them)."""
     if hasattr(os, "sched_getaffinity"):
         return os.sched_getaffinity(0)
     return set(range(os.cpu_count() or 1))

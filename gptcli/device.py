@@ -10,6 +10,7 @@ from collections.abc import Callable
 import torch
 
 from gptcli import cpu
+from gptcli.cores import my_cpus
 from gptcli.errors import GptcliError
 
 
@@ -73,9 +74,7 @@ def cpu_threads(requested: int | None, local_processes: int, cores: int) -> int 
 
 
 def available_cores() -> int:
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
+    return len(my_cpus())
 
 
 def set_cpu_threads(requested: int | None, device: torch.device) -> None:

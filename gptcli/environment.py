@@ -5,7 +5,6 @@ numbers were measured on."""
 from __future__ import annotations
 
 import json
-import os
 import platform
 import subprocess
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import Any
 import torch
 
 from gptcli import atomic, cpu
+from gptcli.cores import my_cpus
 from gptcli.version import __version__
 
 FILE = "environment.json"
@@ -28,7 +28,7 @@ def describe(device: torch.device, world_size: int = 1, precision: str | None = 
         "platform": platform.platform(),
         "cpu": cpu.model_name(),
         "cpu_level": cpu.level(),
-        "cores": _cores(),
+        "cores": len(my_cpus()),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else device.type,
         "processes": world_size,
         "precision": precision,
@@ -48,10 +48,6 @@ def read(run_dir: Path) -> list[dict[str, Any]]:
     except (OSError, ValueError):
         return []
     return [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
-
-
-def _cores() -> int | None:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
 def source_commit() -> str | None:

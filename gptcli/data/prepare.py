@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from gptcli import atomic
+from gptcli.cores import my_cpus
 from gptcli.data.corpora import dataset_file, documents, is_json_lines, source_files
 from gptcli.data.parquet import is_parquet, require_pyarrow
 from gptcli.data.pieces import CHUNK_BYTES, pieces, segments
@@ -130,9 +131,7 @@ MAX_WORKERS = 16
 
 def default_workers() -> int:
     """The CPUs this process may use, at most MAX_WORKERS."""
-    if hasattr(os, "sched_getaffinity"):
-        return min(len(os.sched_getaffinity(0)), MAX_WORKERS)
-    return min(os.cpu_count() or 1, MAX_WORKERS)
+    return min(len(my_cpus()), MAX_WORKERS)
 
 
 _SIZE = re.compile(r"(\d+)\s*([kmg]?)(i?)b?", re.IGNORECASE)

@@ -160,7 +160,7 @@ class Loop:
         for step in range(run.start_step, tc.max_iters):
             # Taking turns, a step holds the cores from its first op to its log line: one
             # training's work beside the other's step would slow each of its parallel ops.
-            with self.cores.turn() if self.cores else contextlib.nullcontext():
+            with self.cores.turn(self.stop) if self.cores else contextlib.nullcontext():
                 done, stopped_by = self.step(step, t_last)
             if stopped_by:
                 break

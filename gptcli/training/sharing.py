@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 
 from gptcli.cores import my_cpus, physical_cores
+from gptcli.training.signals import Interrupted, StopSignal
 
 CHECK_EVERY = 5.0  # seconds between counts: /proc is read in well under a millisecond
 
@@ -143,8 +144,9 @@ class CoreShare:
             self.lock_fd = None
 
     @contextlib.contextmanager
-    def turn(self) -> Iterator[None]:
-        """Hold the cores for one step while trainings take turns; a no-op otherwise."""
+    def turn(self, stop: StopSignal | None = None) -> Iterator[None]:
+        """Hold the cores for one step while trainings take turns; a no-op otherwise. A stop
+        signal ends the wait: that step, the last, runs beside the other's."""
         if not self.turns or self.lock_fd is None:
             yield
             return
@@ -152,10 +154,13 @@ class CoreShare:
             fcntl.flock(self.lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self.met = True  # another training is taking its turn: wait for its end
-            fcntl.flock(self.lock_fd, fcntl.LOCK_EX)  # the kernel drops it if its holder dies
+            waiting = stop.interruptible() if stop else contextlib.nullcontext()
+            with contextlib.suppress(Interrupted), waiting:
+                fcntl.flock(self.lock_fd, fcntl.LOCK_EX)  # the kernel drops it if its holder dies
         try:
             yield
         finally:
+            # Also where the signal came just as the lock was taken; a no-op where it was not.
             fcntl.flock(self.lock_fd, fcntl.LOCK_UN)
 
     def update(self) -> str | None:

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
+from collections.abc import Iterator
 from typing import Any
+
+
+class Interrupted(Exception):
+    """A stop signal ended a wait that Python would otherwise have gone back to."""
 
 
 class StopSignal:
@@ -18,6 +24,7 @@ class StopSignal:
         self.signum = 0
         self.escalate = escalate
         self.previous: dict[int, Any] = {}
+        self.waiting = False
 
     def __enter__(self) -> StopSignal:
         if threading.current_thread() is not threading.main_thread():
@@ -34,6 +41,22 @@ class StopSignal:
         self.signum = self.signum or signum
         if self.escalate:
             signal.signal(signum, self.previous[signum])
+        if self.waiting:
+            self.waiting = False
+            raise Interrupted(signum)
+
+    @contextlib.contextmanager
+    def interruptible(self) -> Iterator[None]:
+        """A blocking call in this block ends with Interrupted at the first stop signal: Python
+        retries a system call that a signal interrupted whenever the handler returns (PEP 475),
+        so a wait for another process (a lock it holds while suspended) could last forever."""
+        self.waiting = True  # before the check: a signal between the two still raises
+        try:
+            if self.signum:
+                raise Interrupted(self.signum)
+            yield
+        finally:
+            self.waiting = False
 
     def __exit__(self, *exc) -> None:
         for sig, previous in self.previous.items():

@@ -2,8 +2,11 @@
 count as trainings, the physical cores under the CPUs, the threads and turns decided for 1, 2, 3
 of them, the turns' lock, and two real trainings that see each other."""
 
+import fcntl
+import functools
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -13,8 +16,11 @@ import pytest
 import torch
 import yaml
 
+from gptcli import checkpoint
 from gptcli.cores import physical_cores, spin_less
+from gptcli.training.loop import train
 from gptcli.training.sharing import CoreShare, count_trainings, is_training
+from gptcli.training.signals import StopSignal
 
 from ..conftest import REPO, tiny_config
 
@@ -244,6 +250,64 @@ def test_a_turn_waits_for_the_other_trainings_turn_to_end(threads, tmp_path):
     for worker in workers:
         worker.join(10)
     assert mine.met and not theirs.met  # mine found theirs taking its turn
+
+
+def test_a_stop_signal_ends_the_wait_for_a_turn(threads, tmp_path):
+    # Python retries a wait that a signal interrupts once the handler returns: without the
+    # stop, a training would wait on a holder that never lets go (suspended with Ctrl-Z).
+    lock = tmp_path / "cores.lock"
+    share = CoreShare(None, cores=2, every=0, count=lambda: 2, mode="turns", lock=lock)
+    share.update()
+    with open(lock) as theirs:
+        fcntl.flock(theirs, fcntl.LOCK_EX)  # their turn, and it does not end
+        with StopSignal(escalate=False) as stop:
+            assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL, "no handler"
+            threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGTERM)).start()
+            let_go = threading.Timer(10, fcntl.flock, (theirs, fcntl.LOCK_UN))  # fail, not hang
+            let_go.start()
+            start = time.monotonic()
+            with share.turn(stop):
+                waited = time.monotonic() - start
+            let_go.cancel()
+        assert stop.signum == signal.SIGTERM and 0.2 < waited < 5
+        with open(lock) as again, pytest.raises(BlockingIOError):  # theirs still: the step
+            fcntl.flock(again, fcntl.LOCK_EX | fcntl.LOCK_NB)  # ran beside their turn
+    share.close()
+
+
+def test_a_training_waiting_for_its_turn_stops_at_a_signal(tmp_path, char_data, monkeypatch):
+    from gptcli.training import loop
+
+    lock, run = tmp_path / "cores.lock", tmp_path / "run"
+    monkeypatch.setattr(loop, "CoreShare", functools.partial(CoreShare, count=lambda: 2,
+                                                             lock=lock))  # fmt: skip
+    times, returned = {}, threading.Event()
+
+    def another_training():  # takes the cores between two steps and keeps them
+        while '"loss"' not in ((run / "metrics.jsonl").read_text()
+                               if (run / "metrics.jsonl").exists() else ""):  # fmt: skip
+            time.sleep(0.05)  # a step done: the handlers are in place
+        with open(lock, "a") as theirs:
+            fcntl.flock(theirs, fcntl.LOCK_EX)
+            time.sleep(0.5)  # the run's next step finds the cores taken and waits
+            os.kill(os.getpid(), signal.SIGTERM)
+            returned.wait(60)
+            times["released"] = time.monotonic()
+
+    cfg = tiny_config(char_data, run, train={"max_iters": 10**6, "eval_interval": 10**6,
+                                             "log_interval": 1, "final_eval": False,
+                                             "share_cores": "turns"})  # fmt: skip
+    helper = threading.Thread(target=another_training, daemon=True)
+    helper.start()
+    try:
+        result = train(cfg)
+        times["returned"] = time.monotonic()
+    finally:
+        returned.set()
+        helper.join(60)
+    assert times["returned"] < times["released"]  # it did not wait for the other's turn to end
+    assert result.interrupted == signal.SIGTERM and result.checkpoint is not None
+    assert checkpoint.load(run, "latest").step == result.step
 
 
 @pytest.mark.slow

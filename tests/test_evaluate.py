@@ -157,11 +157,13 @@ def test_eval_json_merges_calls_and_replaces_repeats(tmp_path, char_data):
 
 
 def test_eval_command_prints_a_table_and_json(tmp_path, char_data):
-    run = trained(tmp_path, char_data, position="rope")
+    # Under a long directory [with brackets], as a path must stay whole and as it is in a pipe.
+    run = trained(tmp_path / ("long-" * 20 + "[x]"), char_data, position="rope")
     runner = CliRunner()
     done = runner.invoke(app, ["eval", "--checkpoint", str(run), "--context", "16,32"])
     assert done.exit_code == 0, done.output
-    assert "past training" in done.output and "eval.json" in done.output
+    assert "32 (past training)" in done.output
+    assert f"results merged into {run / 'eval.json'}\n" in done.output
     done = runner.invoke(app, ["eval", "--checkpoint", str(run), "--format", "json"])
     [record] = json.loads(done.output)
     assert record["context"] == 16 and record["tokens"] > 0

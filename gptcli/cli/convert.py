@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from gptcli.cli.app import app, console, table, user_errors
+from gptcli.cli.app import app, show, table, user_errors
 
 
 @app.command()
@@ -25,7 +25,7 @@ def convert(
         out = hf.convert(hf_dir, out_dir, force=force)
         ckpt = checkpoint.load(out)
     mc = ckpt.config.model
-    console.print(
+    show(
         table(
             f"converted {hf_dir}",
             [

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from gptcli.cli.app import app, console, show, user_errors
+from gptcli.cli.app import app, show, user_errors
 from gptcli.errors import GptcliError
 
 
@@ -61,7 +61,7 @@ def eval_(
         for r in report.results:
             if r.refused:
                 typer.echo(f"context {r.context} refused: {r.refused}", err=True)
-        console.print(f"results merged into {report.eval_file}")
+        typer.echo(f"results merged into {report.eval_file}")
 
 
 def _bytes(gib: float | None) -> int | None:

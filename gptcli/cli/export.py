@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from gptcli.cli.app import app, console, table, user_errors
+from gptcli.cli.app import app, show, table, user_errors
 
 
 @app.command("export")
@@ -32,7 +32,7 @@ def export_(
 
     with user_errors():
         result = export(checkpoint, out, which=which, fmt=fmt, force=force)
-    console.print(
+    show(
         table(
             f"exported {result.source} (step {result.step})",
             [

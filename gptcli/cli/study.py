@@ -61,7 +61,7 @@ def sweep(
                 runner.launcher.check_shared(spec.out, shared_paths(spec, combos))
             held = refused.pop_all()
     where = runner.launcher.describe()
-    console.print(f"sweep of {len(runner.states)} runs, {where}, into {spec.out}")
+    typer.echo(f"sweep of {len(runner.states)} runs, {where}, into {spec.out}")
     with held, Live(console=console, refresh_per_second=2, transient=False) as live:
         code = runner.run(lambda states: live.update(_status_table(states)))
     for state in runner.states:
@@ -173,7 +173,7 @@ def compare(
         for line in notes(rows):
             typer.echo(("" if output == "table" else "- ") + line)
     if plot is not None:
-        console.print(f"curves drawn in {plot}")
+        typer.echo(f"curves drawn in {plot}")
 
 
 def fit_or_against(rows, fit: bool, at: float | None, against: str | None, output: str,
@@ -191,7 +191,7 @@ def fit_or_against(rows, fit: bool, at: float | None, against: str | None, outpu
         drawn += [valleys] if valleys else []
     show_fit(fits.result, output)
     if drawn and output == "table":
-        console.print(f"fits drawn in {', '.join(map(str, drawn))}")
+        typer.echo(f"fits drawn in {', '.join(map(str, drawn))}")
 
 
 def show_against(rows, key: str, output: str, plot: Path | None) -> None:
@@ -215,7 +215,7 @@ def show_against(rows, key: str, output: str, plot: Path | None) -> None:
     for text in findings(result):
         typer.echo(text)
     if drawn:
-        console.print(f"drawn in {drawn}")
+        typer.echo(f"drawn in {drawn}")
 
 
 def show_fit(result: dict, output: str) -> None:
@@ -257,4 +257,4 @@ def report(
         if target.suffix.lower() not in (".html", ".htm") or target.is_dir():
             raise GptcliError(f"--out {target}: give a file name ending in .html")
         done = build_report(paths, target, metric, baseline, prompt)
-    console.print(f"{done.rows} variants, {done.runs} runs, {done.pictures} pictures: {done.path}")
+    typer.echo(f"{done.rows} variants, {done.runs} runs, {done.pictures} pictures: {done.path}")

@@ -12,7 +12,7 @@ from pathlib import Path
 import typer
 from tqdm import tqdm
 
-from gptcli.cli.app import app, console, show, table, user_errors
+from gptcli.cli.app import app, show, table, user_errors
 
 
 def _on_terminal() -> bool:
@@ -39,7 +39,7 @@ class _Progress:
         m, procs = info.model, info.world_size
         shape = f"{m.n_layer} layers x {m.n_head} heads x {m.n_embd} wide, context {m.block_size}"
         per_step = f"{info.batch_size} x {m.block_size} tokens x {info.micro_batches} micro-batches"
-        console.print(
+        show(
             table(
                 "training",
                 [

@@ -1,6 +1,7 @@
 import csv
 import io
 import json
+import shutil
 import statistics
 from pathlib import Path
 
@@ -17,17 +18,26 @@ from gptcli.training.loop import train
 from ..conftest import make_text, tiny_config
 
 
-@pytest.fixture
-def runs(tmp_path, char_data):
-    """learned x 2 seeds, rope x 2 seeds, and rope with final_eval off (best logged only)."""
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """learned x 2 seeds and rope x 2 seeds, trained once for this module."""
+    tmp = tmp_path_factory.mktemp("compare")
+    (tmp / "corpus.txt").write_text(make_text(), encoding="utf-8")
+    data = prepare(input_path=tmp / "corpus.txt", tokenizer="char", out_dir=tmp / "data").out_dir
     dirs = []
     for position, seed in (("learned", 1), ("learned", 2), ("rope", 1), ("rope", 2)):
-        out = tmp_path / f"{position}-{seed}"
-        cfg = tiny_config(char_data, out, model={"position": position},
+        out = tmp / "runs" / f"{position}-{seed}"
+        cfg = tiny_config(data, out, model={"position": position},
                           train={"seed": seed, "max_iters": 20, "eval_interval": 10})  # fmt: skip
         train(cfg)
         dirs.append(out)
     return dirs
+
+
+@pytest.fixture
+def runs(trained, tmp_path):
+    """Each test's own copy of them: some change what a run left behind."""
+    return [Path(shutil.copytree(run, tmp_path / run.name)) for run in trained]
 
 
 def test_seeds_are_one_row_with_mean_and_std(runs):

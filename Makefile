@@ -25,8 +25,11 @@ lint: install
 	$(BIN)/ruff check .
 
 # The edit-test loop: lint and the fast tests (under 90 s on 2 cores); `make test` runs all.
+# Two workers: the tests run torch on one thread each (tests/conftest.py), so one process
+# leaves a core idle. make test, which CI runs, stays one process: its slow tier (torchrun, Ray,
+# trainings side by side that count each other) has not been soaked on two workers.
 check: lint
-	$(BIN)/python -m pytest -q -x -m "not slow"
+	$(BIN)/python -m pytest -q -x -n 2 -m "not slow"
 
 test: lint
 	$(BIN)/python -m pytest -q

@@ -40,15 +40,23 @@ CHECK_EVERY = 5.0  # seconds between counts: /proc is read in well under a milli
 
 
 def is_training(argv: list[str]) -> bool:
-    """`gptcli train ...` or `python [-u] -m gptcli train ...`; not torchrun's launcher, which
-    names gptcli further along its own arguments."""
+    """`gptcli train ...` as the kernel lists it: its console script run by the interpreter of
+    its #! line (`python3 /venv/bin/gptcli train`), `python [-u] -m gptcli train`, or `gptcli
+    train` itself; not torchrun's launcher, which names gptcli further along its own arguments."""
     if not argv:
         return False
-    rest = argv[1:]
-    if Path(argv[0]).name != "gptcli":
-        if "-m" not in rest[:2] or rest[rest.index("-m") + 1 :][:1] != ["gptcli"]:
+    name, rest = Path(argv[0]).name, argv[1:]
+    if name.startswith("python"):
+        while rest and rest[0].startswith("-") and rest[0] != "-m":
+            rest = rest[1:]  # the interpreter's own flags (-u, -O)
+        if rest[:2] == ["-m", "gptcli"]:
+            rest = rest[2:]
+        elif rest and Path(rest[0]).name == "gptcli":
+            rest = rest[1:]
+        else:
             return False
-        rest = rest[rest.index("-m") + 2 :]
+    elif name != "gptcli":
+        return False
     return rest[:1] == ["train"]
 
 

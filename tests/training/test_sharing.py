@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -28,6 +29,12 @@ from ..conftest import REPO, tiny_config
 @pytest.mark.parametrize("argv, training", [
     (["gptcli", "train", "--config", "c.yaml"], True),
     (["/venv/bin/gptcli", "train"], True),
+    # The console script as the kernel lists it: run by the interpreter of its #! line.
+    (["/venv/bin/python3", "/venv/bin/gptcli", "train", "--config", "c.yaml"], True),
+    (["/usr/bin/python3.11", "-u", "/venv/bin/gptcli", "train"], True),
+    (["/venv/bin/python3", "/venv/bin/gptcli", "sample"], False),
+    (["/venv/bin/python3", "/venv/bin/torchrun", "--nproc_per_node=2", "-m", "gptcli", "train"],
+     False),
     (["/usr/bin/python3", "-m", "gptcli", "train", "--resume"], True),
     (["python", "-u", "-m", "gptcli", "train"], True),  # how torchrun starts each rank
     (["python", "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "gptcli", "train"],
@@ -45,13 +52,14 @@ def test_trainings_are_counted_from_proc_with_this_process_among_them(tmp_path):
     # pids past any pid_max: no real process, so nothing is known of their cores
     fake = {"99999901": b"python\0-m\0gptcli\0train\0--config\0c.yaml\0",
             "99999902": b"gptcli\0sweep\0--grid\0g.yaml\0", "99999903": None,  # gone
-            "self": b"gptcli\0train\0", "99999904": b"/venv/bin/gptcli\0train\0"}  # fmt: skip
+            "self": b"gptcli\0train\0", "99999904": b"/venv/bin/gptcli\0train\0",
+            "99999905": b"/venv/bin/python3\0/venv/bin/gptcli\0train\0"}  # fmt: skip
     for name, cmdline in fake.items():
         (tmp_path / name).mkdir()
         if cmdline is not None:
             (tmp_path / name / "cmdline").write_bytes(cmdline)
     assert str(os.getpid()) not in fake
-    assert count_trainings(tmp_path) == 3  # ...01, ...04 and this one; "self" is not a pid
+    assert count_trainings(tmp_path) == 4  # ...01, ...04, ...05 and this one, not "self"
     assert count_trainings(tmp_path / "missing") == 1
 
 
@@ -316,6 +324,12 @@ def test_a_training_waiting_for_its_turn_stops_at_a_signal(tmp_path, char_data, 
     ("turns", r"\d CPU threads?, a step at a time in turns: \d+ other gptcli trainings? shares?"),
 ])  # fmt: skip
 def test_two_trainings_started_by_hand_share_the_cores(tmp_path, char_data, mode, said):
+    # The first as a user types it: the console script, which the kernel lists as run by the
+    # interpreter of its #! line; the second as sweeps and torchrun start one.
+    script = Path(sys.executable).with_name("gptcli")
+    assert script.is_file(), "make install puts gptcli's console script beside the interpreter"
+    launch = {"first": [str(script)], "second": [sys.executable, "-m", "gptcli"]}
+
     def start(name):
         cfg = tiny_config(char_data, tmp_path / name, train={
             "max_iters": 100000, "eval_interval": 100000, "log_interval": 50,
@@ -324,9 +338,8 @@ def test_two_trainings_started_by_hand_share_the_cores(tmp_path, char_data, mode
         config.write_text(yaml.safe_dump(cfg.to_dict()))
         log = open(tmp_path / f"{name}.log", "w")  # noqa: SIM115 (the process holds it)
         env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}  # every core
-        return subprocess.Popen([sys.executable, "-m", "gptcli", "train", "--config",
-                                 str(config)], cwd=REPO, env=env, stdout=log,
-                                stderr=subprocess.STDOUT)  # fmt: skip
+        return subprocess.Popen([*launch[name], "train", "--config", str(config)], cwd=REPO,
+                                env=env, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
 
     def wait_for(name, pattern, seconds):
         deadline = time.time() + seconds

@@ -2,6 +2,7 @@
 
     python benchmarks/bench_sharing.py [--anchor REV] [--iters 300] [--rounds 2]
                                        [--modes auto threads turns] [--at-once 2 3]
+                                       [--launch script|module]
 
 Runs the CPU recipe (configs/shakespeare-char-cpu.yaml: nanoGPT's) as whole `gptcli train`
 processes with default threads: one alone, then two started together, then three; each
@@ -11,6 +12,9 @@ every tenth step is no fair sample of that). A run's fair share is the
 lone run's throughput / the number of trainings. The anchor is the same measurement with the
 code at REV (a git worktree; default HEAD~1), alternated round by round with this tree; this
 tree runs once per train.share_cores mode asked (--modes; the anchor with its own defaults).
+Each training starts as a user types it, through the gptcli console script (--launch script,
+with PYTHONPATH naming the code to run), or as sweeps and torchrun start one (--launch module:
+python -m gptcli): before ce48040 only the second counted as a training.
 Prepare the data first: gptcli prepare --dataset shakespeare --tokenizer char
 """
 
@@ -29,19 +33,24 @@ sys.path.insert(0, str(REPO))
 from gptcli.config import load_config  # noqa: E402
 
 
-def trainings(code: Path, n: int, iters: int, out: Path, extra: list[str]) -> list[float]:
+def trainings(code: Path, n: int, iters: int, out: Path, extra: list[str],
+              launch: str = "script") -> list[float]:  # fmt: skip
     """n trainings started together with the gptcli in code; the tokens/s of each."""
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}  # torch's default
+    env["PYTHONPATH"] = str(code)  # the console script imports the gptcli found there first
+    start = [str(Path(sys.executable).with_name("gptcli"))]
+    if launch == "module":
+        start = [sys.executable, "-m", "gptcli"]
     procs, dirs = [], []
     for i in range(n):
         run = out / f"{n}-{i}"
         dirs.append(run)
-        command = [sys.executable, "-m", "gptcli", "train", "--config",
+        command = [*start, "train", "--config",
                    str(REPO / "configs/shakespeare-char-cpu.yaml"), "--out", str(run), "--force",
                    "--set", f"train.max_iters={iters}", "--set", "train.eval_interval=100000",
                    "--set", "train.final_eval=false", "--set", "train.log_interval=10",
                    "--set", f"data.dir={REPO / 'data/shakespeare_char'}", *extra]  # fmt: skip
-        # Started in code's directory: `python -m` imports the gptcli found there first.
+        # Started in code's directory: `python -m` imports the gptcli found there first too.
         procs.append(subprocess.Popen(command, cwd=code, env=env, stdout=subprocess.DEVNULL,
                                       stderr=subprocess.DEVNULL))  # fmt: skip
     for proc in procs:
@@ -65,6 +74,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--modes", nargs="+", default=["auto"], choices=["auto", "threads", "turns"])
     ap.add_argument("--at-once", nargs="+", type=int, default=[2, 3])
+    ap.add_argument("--launch", default="script", choices=["script", "module"])
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         anchor_dir = Path(tmp) / "anchor"
@@ -76,10 +86,13 @@ def main() -> None:
         try:
             for round_ in range(1, args.rounds + 1):
                 for name, code, extra in codes:
-                    lone = trainings(code, 1, args.iters, Path(tmp) / "out", extra)[0]
+                    def run(n, code=code, extra=extra):
+                        return trainings(code, n, args.iters, Path(tmp) / "out", extra, args.launch)
+
+                    lone = run(1)[0]
                     print(f"round {round_}, {name}: alone {lone:,.0f} tokens/s", flush=True)
                     for n in args.at_once:
-                        speeds = trainings(code, n, args.iters, Path(tmp) / "out", extra)
+                        speeds = run(n)
                         share = ", ".join(f"{s:,.0f} ({s / lone:.0%} of alone)" for s in speeds)
                         print(f"  {n} at once: {share}", flush=True)
         finally:

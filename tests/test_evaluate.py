@@ -1,4 +1,5 @@
 import math
+import re
 
 import numpy as np
 import pytest
@@ -164,6 +165,7 @@ def test_eval_command_prints_a_table_and_json(tmp_path, char_data):
     assert done.exit_code == 0, done.output
     assert "32 (past training)" in done.output
     assert f"results merged into {run / 'eval.json'}\n" in done.output
+    assert re.sub(r"\s", "", done.output).count("[x]") == 2  # and in the table's title
     done = runner.invoke(app, ["eval", "--checkpoint", str(run), "--format", "json"])
     [record] = json.loads(done.output)
     assert record["context"] == 16 and record["tokens"] > 0

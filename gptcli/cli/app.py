@@ -17,7 +17,9 @@ app = typer.Typer(
     rich_markup_mode="rich",
     help="Prepare a corpus, train a GPT-2-style model with switchable parts, and sample from it.",
 )
-console = Console()
+# No markup: what gptcli prints holds paths and names, in which rich would read `[x]` as a tag
+# (and drop it) or `[/x]` as a stray closing tag (and raise).
+console = Console(markup=False)
 
 
 @contextlib.contextmanager
@@ -37,9 +39,9 @@ def show(renderable: RenderableType) -> None:
     if console.is_terminal:
         console.print(renderable)
         return
-    wide = Console(width=100_000)
+    wide = Console(width=100_000, markup=False)
     width = Measurement.get(wide, wide.options, renderable).maximum
-    Console(width=max(width, 20)).print(renderable)
+    Console(width=max(width, 20), markup=False).print(renderable)
 
 
 def table(title: str, rows: list[tuple[str, object]]) -> Table:

@@ -260,7 +260,17 @@ def test_a_turn_waits_for_the_other_trainings_turn_to_end(threads, tmp_path):
     assert mine.met and not theirs.met  # mine found theirs taking its turn
 
 
-def test_a_stop_signal_ends_the_wait_for_a_turn(threads, tmp_path):
+@pytest.fixture
+def sigterm_caught():
+    """SIGTERM recorded, not fatal, around a test that sends it: one that lands after the loop's
+    handler is gone (the test failed early) must fail that test, not end the whole session."""
+    stray = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: stray.append(signum))
+    yield stray
+    signal.signal(signal.SIGTERM, previous)
+
+
+def test_a_stop_signal_ends_the_wait_for_a_turn(threads, tmp_path, sigterm_caught):
     # Python retries a wait that a signal interrupts once the handler returns: without the
     # stop, a training would wait on a holder that never lets go (suspended with Ctrl-Z).
     lock = tmp_path / "cores.lock"
@@ -268,22 +278,26 @@ def test_a_stop_signal_ends_the_wait_for_a_turn(threads, tmp_path):
     share.update()
     with open(lock) as theirs:
         fcntl.flock(theirs, fcntl.LOCK_EX)  # their turn, and it does not end
+        stop_it = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGTERM))
+        let_go = threading.Timer(10, fcntl.flock, (theirs, fcntl.LOCK_UN))  # fail, not hang
         with StopSignal(escalate=False) as stop:
-            assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL, "no handler"
-            threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGTERM)).start()
-            let_go = threading.Timer(10, fcntl.flock, (theirs, fcntl.LOCK_UN))  # fail, not hang
-            let_go.start()
+            assert signal.getsignal(signal.SIGTERM) == stop._handle
+            stop_it.start(), let_go.start()
             start = time.monotonic()
-            with share.turn(stop):
-                waited = time.monotonic() - start
-            let_go.cancel()
-        assert stop.signum == signal.SIGTERM and 0.2 < waited < 5
+            try:
+                with share.turn(stop):
+                    waited = time.monotonic() - start
+            finally:
+                stop_it.cancel(), let_go.cancel()
+                stop_it.join()
+        assert stop.signum == signal.SIGTERM and 0.2 < waited < 5 and not sigterm_caught
         with open(lock) as again, pytest.raises(BlockingIOError):  # theirs still: the step
             fcntl.flock(again, fcntl.LOCK_EX | fcntl.LOCK_NB)  # ran beside their turn
     share.close()
 
 
-def test_a_training_waiting_for_its_turn_stops_at_a_signal(tmp_path, char_data, monkeypatch):
+def test_a_training_waiting_for_its_turn_stops_at_a_signal(tmp_path, char_data, monkeypatch,
+                                                            sigterm_caught):  # fmt: skip
     from gptcli.training import loop
 
     lock, run = tmp_path / "cores.lock", tmp_path / "run"
@@ -291,10 +305,14 @@ def test_a_training_waiting_for_its_turn_stops_at_a_signal(tmp_path, char_data, 
                                                              lock=lock))  # fmt: skip
     times, returned = {}, threading.Event()
 
+    def stepped() -> bool:  # a step done: the loop's handlers are in place
+        metrics = run / "metrics.jsonl"
+        return metrics.exists() and '"loss"' in metrics.read_text()
+
     def another_training():  # takes the cores between two steps and keeps them
-        while '"loss"' not in ((run / "metrics.jsonl").read_text()
-                               if (run / "metrics.jsonl").exists() else ""):  # fmt: skip
-            time.sleep(0.05)  # a step done: the handlers are in place
+        while not stepped():
+            if returned.wait(0.05):
+                return  # the training ended (failed) before a step
         with open(lock, "a") as theirs:
             fcntl.flock(theirs, fcntl.LOCK_EX)
             time.sleep(0.5)  # the run's next step finds the cores taken and waits
@@ -315,7 +333,7 @@ def test_a_training_waiting_for_its_turn_stops_at_a_signal(tmp_path, char_data, 
         helper.join(60)
     assert times["returned"] < times["released"]  # it did not wait for the other's turn to end
     assert result.interrupted == signal.SIGTERM and result.checkpoint is not None
-    assert checkpoint.load(run, "latest").step == result.step
+    assert checkpoint.load(run, "latest").step == result.step and not sigterm_caught
 
 
 @pytest.mark.slow

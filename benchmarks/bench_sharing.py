@@ -86,13 +86,11 @@ def main() -> None:
         try:
             for round_ in range(1, args.rounds + 1):
                 for name, code, extra in codes:
-                    def run(n, code=code, extra=extra):
-                        return trainings(code, n, args.iters, Path(tmp) / "out", extra, args.launch)
-
-                    lone = run(1)[0]
+                    start = (args.iters, Path(tmp) / "out", extra, args.launch)
+                    lone = trainings(code, 1, *start)[0]
                     print(f"round {round_}, {name}: alone {lone:,.0f} tokens/s", flush=True)
                     for n in args.at_once:
-                        speeds = run(n)
+                        speeds = trainings(code, n, *start)
                         share = ", ".join(f"{s:,.0f} ({s / lone:.0%} of alone)" for s in speeds)
                         print(f"  {n} at once: {share}", flush=True)
         finally:

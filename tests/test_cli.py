@@ -128,6 +128,35 @@ def test_sample_errors(tmp_path, char_data):
     one_error_line(invoke("sample", "--checkpoint", run), "corrupt")
 
 
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["sample", "--max-new-tokens", "-5"], "'--max-new-tokens'"),
+        (["sample", "--max-new-tokens", "many"], "'--max-new-tokens'"),
+        (["train", "--bogus"], "--bogus"),
+        (["train"], "'--config'"),
+        (["fly"], "'fly'"),
+    ],
+)
+def test_usage_errors_are_one_line_naming_the_help(args, needle):
+    # Typer's own refusals (before any gptcli code runs) end as gptcli's do, not in a box.
+    where = f"gptcli {args[0]} --help" if args[0] != "fly" else "gptcli --help"
+    one_error_line(runner.invoke(app, args, prog_name="gptcli"), needle, where)
+
+
+def test_exit_codes_through_the_real_entry_point():
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "gptcli", *args], capture_output=True,
+                              text=True, cwd=REPO)  # fmt: skip
+
+    bad = run("compare", "--bogus")
+    assert bad.returncode == 2 and bad.stdout == "", bad
+    expected = "error: No such option: --bogus (see python -m gptcli compare --help)"
+    assert bad.stderr.splitlines() == [expected], bad.stderr
+    bare = run()  # the help, as before, and 2: nothing was done
+    assert bare.returncode == 2 and "Usage: python -m gptcli" in bare.stdout, bare
+
+
 def test_python_dash_m_entry_point():
     out = subprocess.run(
         [sys.executable, "-m", "gptcli", "--help"], capture_output=True, text=True, cwd=REPO

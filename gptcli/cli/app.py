@@ -3,15 +3,53 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 
 import typer
 from rich.console import Console, RenderableType
 from rich.measure import Measurement
 from rich.table import Table
+from typer.core import TyperGroup
 
 from gptcli.errors import GptcliError
 
+try:  # typer vendors its own click in newer releases
+    from typer._click import exceptions as click_errors
+except ImportError:  # pragma: no cover - older typer on the real click
+    from click import exceptions as click_errors
+
+
+class OneLineErrors(TyperGroup):
+    """Usage errors (an unknown option or command, a value of the wrong kind, a missing
+    option) end as gptcli's own do: one line on stderr and exit code 2, where Typer draws a
+    box under the usage line."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except click_errors.NoArgsIsHelpError:
+            sys.exit(2)  # `gptcli` alone: the help is already printed
+        except click_errors.ClickException as exc:
+            typer.echo(f"error: {usage_error(exc)}", err=True)
+            sys.exit(2)
+        except typer.Abort:
+            typer.echo("aborted", err=True)
+            sys.exit(1)
+        # A command that ends with typer.Exit(n) returns n; one that returns returns None.
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def usage_error(exc: Exception) -> str:
+    """Click's message on one line, and where the right options are listed."""
+    message = " ".join(exc.format_message().split())
+    ctx = getattr(exc, "ctx", None)
+    return f"{message} (see {ctx.command_path} --help)" if ctx is not None else message
+
+
 app = typer.Typer(
+    cls=OneLineErrors,
     add_completion=False,
     no_args_is_help=True,
     rich_markup_mode="rich",

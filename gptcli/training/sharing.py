@@ -41,17 +41,19 @@ CHECK_EVERY = 5.0  # seconds between counts: /proc is read in well under a milli
 
 def is_training(argv: list[str]) -> bool:
     """`gptcli train ...` as the kernel lists it: its console script run by the interpreter of
-    its #! line (`python3 /venv/bin/gptcli train`), `python [-u] -m gptcli train`, or `gptcli
-    train` itself; not torchrun's launcher, which names gptcli further along its own arguments."""
+    its #! line (`python3 /venv/bin/gptcli train`), `python [-u -X dev ...] -m gptcli train`,
+    or `gptcli train` itself; not torchrun's launcher, which names gptcli further along its own
+    arguments."""
     if not argv:
         return False
     name, rest = Path(argv[0]).name, argv[1:]
     if name.startswith("python"):
-        while rest and rest[0].startswith("-") and rest[0] != "-m":
-            rest = rest[1:]  # the interpreter's own flags (-u, -O)
+        while rest and rest[0].startswith("-") and not rest[0].startswith("-m"):
+            # The interpreter's own flags (-u, -O); -X and -W may take the next word as value.
+            rest = rest[2:] if rest[0] in ("-X", "-W") else rest[1:]
         if rest[:2] == ["-m", "gptcli"]:
             rest = rest[2:]
-        elif rest and Path(rest[0]).name == "gptcli":
+        elif rest[:1] == ["-mgptcli"] or (rest and Path(rest[0]).name == "gptcli"):
             rest = rest[1:]
         else:
             return False

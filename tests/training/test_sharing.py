@@ -37,6 +37,12 @@ from ..conftest import REPO, tiny_config
      False),
     (["/usr/bin/python3", "-m", "gptcli", "train", "--resume"], True),
     (["python", "-u", "-m", "gptcli", "train"], True),  # how torchrun starts each rank
+    # The interpreter's options with a value, apart or joined: the value is not the script.
+    (["python3", "-X", "dev", "-W", "ignore", "-m", "gptcli", "train"], True),
+    (["python3", "-Xdev", "-Wignore", "-mgptcli", "train"], True),
+    (["python3", "-X", "importtime", "/venv/bin/gptcli", "train"], True),
+    (["python3", "-W", "ignore", "-m", "gptcli", "eval"], False),
+    (["python3", "-c", "import gptcli", "train"], False),
     (["python", "-m", "torch.distributed.run", "--nproc_per_node=2", "-m", "gptcli", "train"],
      False),  # torchrun's launcher trains nothing itself
     (["gptcli", "sweep", "--vary", "model.position=rope"], False),

@@ -26,13 +26,15 @@ lint: install
 
 # The edit-test loop: lint and the fast tests (under 90 s on 2 cores); `make test` runs all.
 # Two workers: the tests run torch on one thread each (tests/conftest.py), so one process
-# leaves a core idle. make test, which CI runs, stays one process: its slow tier (torchrun, Ray,
-# trainings side by side that count each other) has not been soaked on two workers.
+# leaves a core idle.
 check: lint
 	$(BIN)/python -m pytest -q -x -n 2 -m "not slow"
 
+# Everything, on two workers too; then, in one process, the tests that count the gptcli
+# trainings on the machine, which the other worker's trainings would change.
 test: lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 -m "not alone"
+	$(BIN)/python -m pytest -q -m alone
 
 # Release checks, not part of make test: every variant combination, not only the covering
 # array's; the torchrun exit check repeated RUNS times.

@@ -343,6 +343,7 @@ def test_a_training_waiting_for_its_turn_stops_at_a_signal(tmp_path, char_data, 
 
 
 @pytest.mark.slow
+@pytest.mark.alone  # another worker's trainings would change the counts it waits to see
 @pytest.mark.parametrize("mode, said", [
     ("threads", r"1 CPU thread: \d+ other gptcli trainings? shares? these"),
     ("turns", r"\d CPU threads?, a step at a time in turns: \d+ other gptcli trainings? shares?"),

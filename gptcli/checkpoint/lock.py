@@ -60,14 +60,17 @@ def hold(directory: str | Path, advice: str = "wait for it to finish") -> Iterat
     """Hold directory (created if missing) for the block, or raise DirectoryBusy at once,
     naming the holder and then advice."""
     key = Path(directory).resolve()
+    made = _first_missing(key)
     with _guard:
         if key in _held:
             fd, depth = _held[key]
             _held[key] = (fd, depth + 1)
         else:
             _held[key] = (_acquire(key, advice), 1)
+    done = False
     try:
         yield
+        done = True
     finally:
         with _guard:
             fd, depth = _held[key]
@@ -75,7 +78,34 @@ def hold(directory: str | Path, advice: str = "wait for it to finish") -> Iterat
                 _held[key] = (fd, depth - 1)
             else:
                 del _held[key]
+                if not done and made is not None:
+                    _unmake(key, made)  # a refused run leaves no directory behind
                 os.close(fd)  # releases the flock
+
+
+def _first_missing(directory: Path) -> Path | None:
+    """The outermost of directory and its parents that does not exist yet."""
+    missing = None
+    for path in (directory, *directory.parents):
+        if path.exists():
+            return missing
+        missing = path
+    return missing
+
+
+def _unmake(directory: Path, made: Path) -> None:
+    """Remove directory, and its parents up to made, where they hold nothing but the lock:
+    what this process made for a run that failed before it wrote anything."""
+    try:
+        if {p.name for p in directory.iterdir()} != {LOCK_FILE}:
+            return
+        (directory / LOCK_FILE).unlink()
+        for path in (directory, *directory.parents):
+            path.rmdir()  # fails, and stops, where anything else was put meanwhile
+            if path == made:
+                return
+    except OSError:
+        return
 
 
 def _acquire(directory: Path, advice: str) -> int:

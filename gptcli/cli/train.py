@@ -113,7 +113,7 @@ def train(
         False,
         "--tensorboard",
         help="Also write TensorBoard event files to OUT/tensorboard (sets train.tensorboard; "
-        "needs pip install 'gptcli[tensorboard]').",
+        "needs pip install 'gptcli\\[tensorboard]').",
     ),
 ) -> None:
     """Train a model as the config says; checkpoints go to train.out_dir.

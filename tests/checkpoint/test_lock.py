@@ -141,3 +141,30 @@ def test_a_directory_that_cannot_be_written_is_one_line(tmp_path):
         blocker / "run"
     ):
         pass
+
+
+def test_a_run_refused_before_it_wrote_anything_leaves_no_directory(tmp_path, char_data):
+    # What hold made (the run directory and missing parents) goes when the block fails with
+    # nothing but the lock inside; what was there before, or holds anything else, stays.
+    base = tmp_path / "t"
+    kept = base / "kept"
+    kept.mkdir(parents=True)
+    for made, inside in [(base / "new" / "deeper" / "run", None), (kept, None),
+                         (base / "written", "metrics.jsonl")]:  # fmt: skip
+        with pytest.raises(GptcliError, match="refused"), lock.hold(made):
+            if inside:
+                (made / inside).write_text("{}\n")
+            raise GptcliError("refused")
+    assert sorted(p.name for p in base.iterdir()) == ["kept", "written"]
+    assert [p.name for p in kept.iterdir()] == [".lock"]
+    with lock.hold(base / "fine"):
+        pass
+    assert (base / "fine" / ".lock").is_file()  # a block that ends well keeps its directory
+    # As a user meets it: a resume with nothing to resume, a dataset that is not there.
+    config = tmp_path / "c.yaml"
+    config.write_text(json.dumps(tiny_config(char_data, tmp_path / "x").to_dict()))
+    for args in (["--out", tmp_path / "out" / "none", "--resume"],
+                 ["--out", tmp_path / "out" / "nodata", "--set", f"data.dir={tmp_path}/no"]):
+        done = runner.invoke(app, ["train", "--config", str(config), *map(str, args)])
+        assert done.exit_code == 2, done.output
+    assert not (tmp_path / "out").exists()

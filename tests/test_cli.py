@@ -144,6 +144,13 @@ def test_usage_errors_are_one_line_naming_the_help(args, needle):
     one_error_line(runner.invoke(app, args, prog_name="gptcli"), needle, where)
 
 
+def test_version():
+    from gptcli import __version__
+
+    done = runner.invoke(app, ["--version"])
+    assert done.exit_code == 0 and done.output == f"gptcli {__version__}\n"
+
+
 def test_exit_codes_through_the_real_entry_point():
     def run(*args):
         return subprocess.run([sys.executable, "-m", "gptcli", *args], capture_output=True,
@@ -265,6 +272,10 @@ def test_learned_positions_refuse_no_window(tmp_path, char_data):
 
 def test_more_bad_inputs_exit_2(tmp_path, trained_run, corpus):
     one_error_line(invoke("sample", "--checkpoint", trained_run, "--device", "foo"), "foo")
+    scene = tmp_path / "scene.txt"
+    scene.write_text("the cat")
+    both = invoke("sample", "--checkpoint", trained_run, "--prompt", "a", "--prompt-file", scene)
+    one_error_line(both, "--prompt or --prompt-file, not both")
     one_error_line(invoke("sample", "--checkpoint", trained_run, "--precision", "fp8"), "fp8")
     fp16 = invoke("sample", "--checkpoint", trained_run, "--precision", "fp16", "--device", "cpu")
     one_error_line(fp16, "precision fp16 needs a CUDA device")

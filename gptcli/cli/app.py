@@ -12,6 +12,7 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from gptcli.errors import GptcliError
+from gptcli.version import __version__
 
 try:  # typer vendors its own click in newer releases
     from typer._click import exceptions as click_errors
@@ -55,6 +56,24 @@ app = typer.Typer(
     rich_markup_mode="rich",
     help="Prepare a corpus, train a GPT-2-style model with switchable parts, and sample from it.",
 )
+
+
+def _print_version(asked: bool) -> None:
+    if asked:
+        typer.echo(f"gptcli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True,
+        help="Print gptcli's version and exit.",
+    ),
+) -> None:  # fmt: skip
+    """The options before the command's name."""
+
+
 # No markup: what gptcli prints holds paths and names, in which rich would read `[x]` as a tag
 # (and drop it) or `[/x]` as a stray closing tag (and raise).
 console = Console(markup=False)

@@ -71,6 +71,8 @@ def sample(
 def _read_prompt(prompt: str, prompt_file: Path | None) -> str:
     if prompt_file is None:
         return prompt
+    if prompt:
+        raise GptcliError("give the prompt once: --prompt or --prompt-file, not both")
     try:
         return prompt_file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:

@@ -122,6 +122,9 @@ def test_sample_errors(tmp_path, char_data):
     run = tmp_path / "run"
     config = write_config(tmp_path, char_data, train={"max_iters": 2, "eval_interval": 2})
     assert invoke("train", "--config", config, "--out", run).exit_code == 0
+    again = invoke("train", "--config", config, "--out", run, "--resume")  # a finished run
+    assert again.exit_code == 0 and "note: the run was already at step 2, its train.max_iters; " \
+        "nothing was trained" in " ".join(again.output.split()), again.output
     one_error_line(invoke("sample", "--checkpoint", run, "--prompt", "ü"), "'ü'")
     weights = run / "step-0000002" / "model.pt"
     weights.write_bytes(weights.read_bytes()[:100])

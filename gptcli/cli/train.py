@@ -156,6 +156,10 @@ def train(
         raise typer.Exit(128 + result.interrupted)
     if processes.is_main:
         show(table("done", _summary(result)))
+        if resume and result.steps == 0:
+            typer.echo(f"note: the run was already at step {result.step}, its train.max_iters; "
+                       "nothing was trained (raise it with --set train.max_iters=N to go on)",
+                       err=True)  # fmt: skip
 
 
 def _resume_command(config, set_, device, out, tensorboard: bool, distributed: bool) -> str:

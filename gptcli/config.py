@@ -201,7 +201,7 @@ def _fail(key: str, message: str) -> typing.NoReturn:
 def suggest(name: str, valid: list[str]) -> str:
     close = difflib.get_close_matches(name, valid, n=1, cutoff=0.6)
     hint = f"did you mean '{close[0]}'? " if close else ""
-    return f"{hint}(valid: {', '.join(valid)})"
+    return f"{hint}valid: {', '.join(valid)}"
 
 
 def _coerce(key: str, value: Any, annotation: Any) -> Any:
@@ -301,9 +301,8 @@ def config_from_dict(raw: Any, source: str = "config") -> Config:
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise GptcliError(
-            f"config error: {source} must be a mapping with sections {list(SECTIONS)}"
-        )
+        raise GptcliError(f"config error: {source} must be a mapping with sections "
+                          f"{', '.join(SECTIONS)}")  # fmt: skip
     for name in raw:
         if name not in SECTIONS:
             _fail(str(name), f"unknown section; {suggest(str(name), list(SECTIONS))}")
@@ -338,7 +337,8 @@ def load_config(
     if path is not None:
         path = Path(path)
         if not path.is_file():
-            raise GptcliError(f"config file not found: {path}")
+            what = "is a directory, not a YAML file" if path.is_dir() else "not found"
+            raise GptcliError(f"config file {what}: {path}")
         try:
             raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as exc:

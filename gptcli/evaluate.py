@@ -311,8 +311,11 @@ def _evaluate_checkpoint(
 
     if split not in SPLITS:
         raise GptcliError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
-    if batch_size < 1 or (max_tokens is not None and max_tokens < 2):
-        raise GptcliError("--batch-size must be >= 1 and --max-tokens >= 2")
+    if batch_size < 1:
+        raise GptcliError(f"--batch-size must be at least 1, got {batch_size}")
+    if max_tokens is not None and max_tokens < 2:
+        raise GptcliError(f"--max-tokens must be at least 2 (a token and its target), got "
+                          f"{max_tokens}")  # fmt: skip
     dev = resolve_device(device)
     model, tokenizer, ckpt = load_model(path, which, dev)
     data = TokenDataset(data_dir or ckpt.config.data.dir)
@@ -321,7 +324,7 @@ def _evaluate_checkpoint(
     contexts = contexts or [block]
     # fp32 on CPU unless asked; on a GPU the precision the checkpoint trained in.
     wanted = precision or ("fp32" if dev.type == "cpu" else ckpt.config.train.precision)
-    prec = resolve_precision(wanted, dev)
+    prec = resolve_precision(wanted, dev, "--precision" if precision else "train.precision")
     results = evaluate_model(
         model, tokenizer, data.splits[split], contexts, stride=stride, batch_size=batch_size,
         max_tokens=max_tokens, autocast_ctx=lambda: autocast(dev, prec), max_memory=max_memory,

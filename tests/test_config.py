@@ -135,6 +135,16 @@ def test_malformed_yaml_names_the_line(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(GptcliError, match="config file not found"):
         load_config(tmp_path / "nope.yaml")
+    with pytest.raises(GptcliError, match="config file is a directory, not a YAML file"):
+        load_config(tmp_path)
+
+
+def test_unknown_names_list_the_valid_ones_plainly():
+    with pytest.raises(GptcliError, match=r"^config error: nosection: unknown section in --set; "
+                                          r"valid: data, model, train, sample$"):  # fmt: skip
+        load_config(None, ["nosection.x=1"])
+    with pytest.raises(GptcliError, match=r"section in --set; did you mean 'model'\? valid: "):
+        load_config(None, ["modle.n_layer=1"])
 
 
 def test_every_key_has_a_meaning_for_the_reference():

@@ -169,6 +169,10 @@ def test_eval_command_prints_a_table_and_json(tmp_path, char_data):
     done = runner.invoke(app, ["eval", "--checkpoint", str(run), "--format", "json"])
     [record] = json.loads(done.output)
     assert record["context"] == 16 and record["tokens"] > 0
-    for bad in (["--context", "a,b"], ["--split", "test"], ["--stride", "99"]):
+    for bad, said in ((["--context", "a,b"], "a,b"), (["--split", "test"], "test"),
+                      (["--stride", "99"], "99"), (["--batch-size", "0"], "--batch-size must"),
+                      (["--max-tokens", "1"], "--max-tokens must be at least 2"),
+                      (["--precision", "fp16"], "--precision fp16 needs a CUDA device")):
         done = runner.invoke(app, ["eval", "--checkpoint", str(run), *bad])
         assert done.exit_code == 2 and done.output.count("\n") == 1, done.output
+        assert said in done.output, done.output

@@ -43,7 +43,7 @@ from typing import Any
 import yaml
 
 from gptcli.compute import micro_batches
-from gptcli.config import Config, load_config
+from gptcli.config import Config, load_config, suggest
 from gptcli.data.dataset import TokenDataset
 from gptcli.errors import GptcliError
 from gptcli.model import check_config
@@ -126,7 +126,8 @@ def load_grid(path: Path) -> Grid:
                           f"`ladder:`, `sizes:`, `budgets:` ({GRID_KEYS})")  # fmt: skip
     unknown = [k for k in raw if k not in GRID_KEYS]
     if unknown:
-        raise GptcliError(f"grid file {path}: unknown key {unknown[0]!r}; use {GRID_KEYS}")
+        raise GptcliError(f"grid file {path}: unknown key {unknown[0]!r}; "
+                          f"{suggest(str(unknown[0]), list(GRID_KEYS))}")  # fmt: skip
     sets = raw.get("set") or {}
     if isinstance(sets, dict):
         sets = [f"{k}={yaml_text(v)}" for k, v in _flat(sets).items()]

@@ -81,6 +81,8 @@ def test_grid_file_shapes_and_values_that_are_not_yaml(tmp_path, char_data):
     for bad, message in (
         ({"vary": {"position": ["rope"]}}, "must be section.key"),
         ({"vary": {"model.position": ["rope"]}, "set": "train.max_iters=10"}, "set must map"),
+        ({"vary": {"model.position": ["rope"]}, "seed": [1]},
+         r"unknown key 'seed'; did you mean 'seeds'\? valid: config, "),
     ):
         path.write_text(yaml.safe_dump({"config": str(config), **bad}))
         with pytest.raises(GptcliError, match=message):

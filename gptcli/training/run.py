@@ -122,6 +122,8 @@ def run_info(run: Run) -> RunInfo:
 
 def _notes(run: Run) -> list[str]:
     notes = [run.length_note] if run.length_note else []
+    if run.cfg.train.init_from and run.start_step == 0:
+        notes.append(f"weights from {run.cfg.train.init_from} (train.init_from); optimizer new")
     if run.cfg.data.order == "epoch":
         passes = run.batches.passes(run.cfg.train.max_iters)
         notes.append(

@@ -23,6 +23,7 @@ from gptcli.interop.hf import convert, is_hf_dir, load_hf
 from gptcli.model import GPT
 from gptcli.training.estimate import evaluate
 from gptcli.training.loop import train
+from gptcli.training.report import Callbacks
 
 from ..conftest import needs_gpt2, tiny_config
 
@@ -329,7 +330,10 @@ def test_init_from_gptcli_checkpoint(tmp_path, char_data):
     cfg = tiny_config(
         char_data, run, model=other_model, train={"init_from": str(base), "max_iters": 2}
     )
-    result = train(cfg)
+    started = Callbacks()
+    started.on_start = lambda info: setattr(started, "notes", info.notes)
+    result = train(cfg, callbacks=started)
+    assert f"weights from {base} (train.init_from); optimizer new" in started.notes
     # The same weights on the same evaluation batches: the source's own last val loss.
     assert result.first_eval.val_loss == pytest.approx(
         json.loads((source.dir / "config.json").read_text())["val_loss"], abs=1e-5

@@ -11,9 +11,19 @@ from rich.table import Table
 from gptcli.cli.app import app, show, user_errors
 from gptcli.errors import GptcliError
 
+# The options that only some subjects read; given to another, they would be ignored silently.
+ONLY_FOR = {
+    "config": ("params",), "set_": ("params",), "vocab_size": ("params",),
+    "prompt": ("attention",), "layer": ("attention",), "head": ("attention",),
+    "data": ("norm-leak", "embeddings"), "tokens": ("embeddings",), "top": ("embeddings",),
+    "neighbours": ("embeddings",),
+    "out": ("attention", "positions", "norm-leak", "embeddings"),
+}  # fmt: skip
+
 
 @app.command("inspect")
 def inspect_(
+    ctx: typer.Context,
     subject: str = typer.Argument(
         ..., help="params | attention | positions | norm-leak | embeddings"
     ),
@@ -53,6 +63,7 @@ def inspect_(
                               f"{', '.join(inspection.SUBJECTS)}")  # fmt: skip
         if output not in ("table", "json"):
             raise GptcliError(f"--format must be table or json, got {output!r}")
+        _check_options(ctx, subject)
         if subject == "params":
             report = inspection.params_of(checkpoint, config, which, set_, vocab_size)
         else:
@@ -65,6 +76,15 @@ def inspect_(
         _show_params(report, output)
     else:
         _show_finding(found, output)
+
+
+def _check_options(ctx: typer.Context, subject: str) -> None:
+    for name, subjects in ONLY_FOR.items():
+        source = ctx.get_parameter_source(name)
+        if subject not in subjects and source is not None and source.name != "DEFAULT":
+            option = "--" + name.rstrip("_").replace("_", "-")
+            raise GptcliError(f"{option} is for inspect {' and '.join(subjects)}, not "
+                              f"{subject}; leave it out")  # fmt: skip
 
 
 def _show_params(report, output: str) -> None:

@@ -160,6 +160,13 @@ def test_inspect_refuses_bad_requests_in_one_line(tmp_path, char_data):
     ):
         done = runner.invoke(app, ["inspect", *bad, "--checkpoint", str(run)])
         assert done.exit_code == 2 and done.output.count("\n") == 1, (bad, done.output)
+    # An option of another subject is refused, not ignored.
+    for bad, said in ((["params", "--prompt", "a"], "--prompt is for inspect attention"),
+                      (["positions", "--layer", "0"], "--layer is for inspect attention"),
+                      (["attention", "--tokens", "a"], "--tokens is for inspect embeddings"),
+                      (["params", "--out", "x.png"], "--out is for inspect attention and")):
+        done = runner.invoke(app, ["inspect", *bad, "--checkpoint", str(run)])
+        assert done.exit_code == 2 and done.output.startswith(f"error: {said}"), done.output
     assert not (run / "inspect").exists()
 
 

@@ -7,9 +7,11 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+from gptcli.errors import GptcliError
 
 
 def write_bytes(path: Path, data: bytes) -> None:
@@ -67,3 +69,32 @@ def new_dir(out_dir: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def check_replace(
+    out_dir: Path, force: bool, *, label: str, what: str, why_not_ours: Callable[[Path], str | None]
+) -> None:
+    """Refuse, before anything is written, an out_dir that new_dir must not replace. --force
+    replaces only what the same command wrote there earlier (why_not_ours(out_dir) is None, else
+    it says why not): a mistyped --out must not delete a training run, a user's files or a file.
+    A missing out_dir is fine; an empty one needs --force."""
+    if not (out_dir.exists() or out_dir.is_symlink()):
+        return
+    instead = f"--force replaces only {what}, so pick an empty or new directory"
+    if not out_dir.is_dir():
+        kind = "a file, not a directory" if out_dir.is_file() else "not a directory"
+        raise GptcliError(f"{label} {out_dir} is {kind}; {instead}")
+    entries = sorted(p.name for p in out_dir.iterdir())
+    if entries and (why := why_not_ours(out_dir)) is not None:
+        held = _names(entries)
+        raise GptcliError(f"{label} {out_dir} holds {held}, not {what} ({why}); {instead}")
+    if not force:
+        held = f"holds {what}" if entries else "already exists"
+        raise GptcliError(f"{label} {out_dir} {held}; pass --force to replace it")
+
+
+def _names(entries: list[str], shown: int = 4) -> str:
+    # Hidden names (a .lock) last: the others say better what the directory is.
+    entries = sorted(entries, key=lambda name: (name.startswith("."), name))
+    more = len(entries) - shown
+    return ", ".join(entries[:shown]) + (f" and {more} more" if more > 0 else "")

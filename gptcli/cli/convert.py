@@ -1,4 +1,4 @@
-"""`gptcli convert`: Hugging Face GPT-2 weights -> a gptcli checkpoint."""
+"""`gptcli convert`: a Hugging Face GPT-2, Llama or Qwen3 directory -> a gptcli checkpoint."""
 
 from __future__ import annotations
 
@@ -11,12 +11,20 @@ from gptcli.cli.app import app, show, table, user_errors
 
 @app.command()
 def convert(
-    hf_dir: Path = typer.Argument(..., help="A local Hugging Face GPT-2 directory."),
+    hf_dir: Path = typer.Argument(
+        ...,
+        help="A local Hugging Face model directory (GPT-2, Llama or Qwen3), or a gptcli export.",
+    ),
     out_dir: Path = typer.Argument(..., help="Where the gptcli checkpoint goes."),
-    force: bool = typer.Option(False, "--force", help="Replace an existing output directory."),
+    force: bool = typer.Option(
+        False,
+        "--force",
+        help="Replace a checkpoint convert wrote earlier at OUT_DIR (nothing else).",
+    ),
 ) -> None:
-    """Convert Hugging Face GPT-2 weights (config.json + model.safetensors or
-    pytorch_model.bin) into a gptcli checkpoint for `sample` and `train.init_from`."""
+    """Convert a Hugging Face GPT-2, Llama or Qwen3 model (config.json + model.safetensors or
+    pytorch_model.bin, and its tokenizer files) into a gptcli checkpoint for `sample` and
+    `train.init_from`."""
     from gptcli import checkpoint
     from gptcli.interop import hf
     from gptcli.model.gpt import count_params_formula

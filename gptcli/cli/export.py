@@ -1,4 +1,5 @@
-"""`gptcli export`: a checkpoint -> Hugging Face's GPT-2 layout, or safetensors for any variant."""
+"""`gptcli export`: a checkpoint -> a Hugging Face layout (GPT-2, Llama or Qwen3), or safetensors
+for any variant."""
 
 from __future__ import annotations
 
@@ -19,10 +20,13 @@ def export_(
     fmt: str = typer.Option(
         "hf",
         "--format",
-        help="hf: GPT-2's Hugging Face layout, for transformers (GPT-2's variant only); "
-        "safetensors: any variant, for gptcli.",
+        help="hf: for transformers, the layout of the Hugging Face architecture that computes "
+        "the model exactly (GPT2LMHeadModel, LlamaForCausalLM or Qwen3ForCausalLM; other "
+        "variants are refused); safetensors: any variant, for gptcli.",
     ),
-    force: bool = typer.Option(False, "--force", help="Replace a non-empty --out directory."),
+    force: bool = typer.Option(
+        False, "--force", help="Replace an earlier export at --out (nothing else)."
+    ),
 ) -> None:
     """Export a checkpoint: model.safetensors with gptcli.json (config and tokenizer), and for
     --format hf also config.json, generation_config.json and tokenizer files, so that

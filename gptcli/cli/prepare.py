@@ -47,7 +47,9 @@ def prepare(
     workers: int | None = typer.Option(
         None, help="Encoding threads \\[default: CPU count, at most 16]."
     ),
-    force: bool = typer.Option(False, "--force", help="Replace an existing output directory."),
+    force: bool = typer.Option(
+        False, "--force", help="Replace a dataset prepare wrote earlier at --out (nothing else)."
+    ),
     include: list[str] = typer.Option(
         [], "--include", help="A directory's files to keep, as globs on their path in it, e.g. "
         "'*.py' (repeatable; default: all)."),

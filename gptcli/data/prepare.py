@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
 import re
 import shutil
@@ -264,9 +265,25 @@ def _output_dir(
         raise GptcliError(
             f"--out {out_dir} and the input {root} overlap; write the dataset somewhere else"
         )
-    if out_dir.exists() and not force:
-        raise GptcliError(f"{out_dir} already exists; pass --force to replace it")
+    atomic.check_replace(
+        out_dir, force, label="--out", what="a dataset prepare wrote", why_not_ours=_not_a_dataset
+    )
     return out_dir
+
+
+def _not_a_dataset(path: Path) -> str | None:
+    """None for a dataset prepare wrote, recognised by its meta.json (which TokenDataset reads);
+    else why --force may not replace path. A meta.json is a common name, so its keys count too."""
+    meta = path / "meta.json"
+    if not meta.is_file():
+        return "no meta.json"
+    try:
+        data = json.loads(meta.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "its meta.json is not JSON"
+    if not isinstance(data, dict) or not {"tokenizer", "vocab_size", "tokens"} <= data.keys():
+        return "its meta.json is not one prepare writes"
+    return None
 
 
 def _learn_tokenizer(cls, options, read, total, chunk_bytes, report) -> Tokenizer:

@@ -22,9 +22,11 @@ from gptcli.interop.architectures import by_model_type
 from gptcli.interop.families import Family
 from gptcli.interop.hf_tokenizer import read_tokenizer
 from gptcli.model import GPT
+from gptcli.version import __version__
 
 CONFIG_FILE = "config.json"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+CONVERTED_FILE = "converted.json"  # beside a converted checkpoint's pointer; nothing else writes it
 
 
 def is_hf_dir(path: str | Path) -> bool:
@@ -122,10 +124,12 @@ def convert(hf_dir: str | Path, out_dir: str | Path, force: bool = False) -> Pat
     export is read through its gptcli.json, bit for bit; any other directory through its
     config.json, weights and tokenizer files."""
     hf_dir, out_dir = Path(hf_dir), Path(out_dir)
-    if out_dir.exists() and not force:
-        raise GptcliError(f"{out_dir} already exists; pass --force to replace it")
     if out_dir.exists() and out_dir.resolve() == hf_dir.resolve():
         raise GptcliError("the output directory must not be the Hugging Face directory itself")
+    atomic.check_replace(
+        out_dir, force, label="OUT_DIR", what="a checkpoint convert wrote",
+        why_not_ours=_not_converted,
+    )  # fmt: skip
     mc, state, vocab_size, spec = read_model(hf_dir)
     tokens = tokenizer_from_spec(spec).vocab_size
     if tokens > vocab_size:
@@ -147,7 +151,23 @@ def convert(hf_dir: str | Path, out_dir: str | Path, force: bool = False) -> Pat
             best_val_loss=None,
             val_loss=None,
         )
+        # The mark by which a later --force knows this directory as its own to replace.
+        atomic.write_json(
+            tmp / CONVERTED_FILE, {"converted_from": str(hf_dir), "gptcli_version": __version__}
+        )
     return out_dir
+
+
+def _not_converted(path: Path) -> str | None:
+    """None for a checkpoint convert wrote (its CONVERTED_FILE) that no training has used since;
+    else why --force may not replace path."""
+    if not (path / CONVERTED_FILE).is_file():
+        return f"no {CONVERTED_FILE}"
+    # Training's log (gptcli.training.report.METRICS_FILE, named here because training imports
+    # interop): a run trained in the directory since, which --force must not delete.
+    if (path / "metrics.jsonl").exists():
+        return "a training run's metrics.jsonl"
+    return None
 
 
 def read_model(

@@ -136,8 +136,8 @@ def test_a_run_by_budget_records_what_it_spent_everywhere(tmp_path, char_data):
     table = CliRunner().invoke(app, ["compare", str(out), "--compute", "--format", "csv"]).output
     head, row = table.splitlines()[:2]
     assert head.endswith("params w/o emb.,train tokens,train FLOPs")
-    assert row.endswith(f"\"{last['params_non_embedding']:,}\",\"{steps * per_step:,}\","
-                        f"{last['train_flops']:.3g}")  # fmt: skip
+    assert row.endswith(f"{last['params_non_embedding']},{steps * per_step},"
+                        f"{last['train_flops']:.0f}")  # raw numbers, for spreadsheets  # fmt: skip
 
 
 def test_a_grid_of_budgets_knows_each_run_s_length(tmp_path, char_data):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import shlex
-import sys
 from pathlib import Path
 
 import typer
@@ -18,6 +17,7 @@ from gptcli.errors import GptcliError
 
 @app.command()
 def sweep(
+    ctx: typer.Context,
     config: Path | None = typer.Option(None, "--config", "-c", help="The base config."),
     vary: list[str] = typer.Option(
         [], "--vary", help="A key and its values: --vary model.position=learned,rope (repeatable)."
@@ -47,9 +47,12 @@ def sweep(
     from gptcli.study.sweep import BUSY_ADVICE, Sweep
 
     with user_errors():
+        if jobs is not None and jobs < 1:  # only leaving --jobs out means the default
+            raise GptcliError(f"--jobs must be at least 1, got {jobs}")
         spec = _grid_spec(config, vary, seeds, set_, grid, out)
         launcher = _launcher(spec, backend, jobs, address, cpus_per_run)
-        runner = Sweep(spec, jobs or 1, launcher)  # validates every run before anything is written
+        # Validates every run before anything is written.
+        runner = Sweep(spec, 1 if jobs is None else jobs, launcher)
         # At once, before the live table: a second sweep of one directory is refused.
         with contextlib.ExitStack() as refused:  # lets go of Ray and the lock on a refusal
             refused.callback(runner.launcher.close)
@@ -62,18 +65,52 @@ def sweep(
             held = refused.pop_all()
     where = runner.launcher.describe()
     typer.echo(f"sweep of {len(runner.states)} runs, {where}, into {spec.out}")
-    with held, Live(console=console, refresh_per_second=2, transient=False) as live:
-        code = runner.run(lambda states: live.update(_status_table(states)))
+    with held:
+        code = _run_shown(runner)
     for state in runner.states:
         if state.status == "busy":
             typer.echo(f"{state.name}: {state.error}", err=True)
     if code == 130:
-        again = shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
+        again = again_command(ctx)
         typer.echo(f"stopped; each run saved its checkpoint. Continue with: {again}", err=True)
     failed = [s for s in runner.states if s.status == "failed"]
     for state in failed:
         typer.echo(f"failed: {state.name}: {state.error}", err=True)
     raise typer.Exit(code)
+
+
+def _run_shown(runner) -> int:
+    """The sweep under a live table on a terminal. Into a file or a pipe the table is printed
+    once at the end by show(): Live would print it 80 columns wide, cut, and with no newline
+    after its last line."""
+    if not console.is_terminal:
+        code = runner.run()
+        show(_status_table(runner.states))
+        return code
+    with Live(console=console, refresh_per_second=2, transient=False) as live:
+        return runner.run(lambda states: live.update(_status_table(states)))
+
+
+def again_command(ctx: typer.Context) -> str:
+    """`gptcli COMMAND` and the options this one was given, to run it again: the command a user
+    types, however it was started (`python -m gptcli` has __main__.py as its argv[0])."""
+    words = ["gptcli", ctx.info_name or ""]
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name or "")
+        many = isinstance(value, list | tuple)
+        if value is None or value == param.default or (many and not value):
+            continue
+        if param.param_type_name != "option":
+            words += [str(v) for v in (value if many else [value])]
+            continue
+        name = max(param.opts, key=len)  # the long spelling: --set, not -s
+        if isinstance(value, bool):  # a flag: False here means --no-x, as its default is True
+            words.append(name if value else param.secondary_opts[0])
+        elif many:
+            words += [w for v in value for w in (name, str(v))]
+        else:
+            words += [name, str(value)]
+    return shlex.join(words)
 
 
 def _grid_spec(config, vary, seeds, sets, grid, out):
@@ -129,8 +166,9 @@ def compare(
     baseline: str | None = typer.Option(None, help="The row to diff against: position=learned"),
     output: str = typer.Option("table", "--format", help="table | md | csv | json"),
     plot: Path | None = typer.Option(None, help="Draw the loss curves (with --fit: loss "
-                                     "against FLOPs and the fits) into this PNG."),
-    by: str = typer.Option("step", help="The plot's x axis: step | time | tokens"),
+                                     "against FLOPs and the fits) into this .png file."),
+    by: str | None = typer.Option(None, help="The x axis of --plot's loss curves: step | time "
+                                  "| tokens \\[default: step]."),
     with_compute: bool = typer.Option(
         False, "--compute", help="Columns of what each row spent: parameters without "
         "embeddings, training tokens and FLOPs (the json always has them)."),
@@ -154,6 +192,7 @@ def compare(
     with user_errors():
         if output not in ("table", "md", "csv", "json"):
             raise GptcliError(f"--format must be table, md, csv or json, got {output!r}")
+        by = _plot_axis(plot, by, fit or against is not None)
         rows = run_compare(paths, metric, baseline)
         if fit or against is not None:
             fit_or_against(rows, fit, at, against, output, plot)
@@ -172,8 +211,23 @@ def compare(
     if output in ("table", "md"):
         for line in notes(rows):
             typer.echo(("" if output == "table" else "- ") + line)
-    if plot is not None:
-        typer.echo(f"curves drawn in {plot}")
+    if plot is not None:  # stderr: stdout holds only the format asked for (json, csv, md)
+        typer.echo(f"curves drawn in {plot}", err=True)
+
+
+def _plot_axis(plot: Path | None, by: str | None, other_plot: bool) -> str:
+    """--by checked against --plot: what is asked for is drawn, or one line says why not."""
+    if plot is not None and (plot.suffix.lower() != ".png" or plot.is_dir()):
+        # pictures.save writes PNG whatever the name says.
+        raise GptcliError(f"--plot {plot}: give a file name ending in .png (the pictures are PNG)")
+    if by is None:
+        return "step"
+    if plot is None:
+        raise GptcliError(f"--by {by} picks the x axis of the loss curves; give --plot FILE.png")
+    if other_plot:
+        raise GptcliError("--by is for the loss curves: --fit draws against training FLOPs and "
+                          "--against against its key")  # fmt: skip
+    return by
 
 
 def fit_or_against(rows, fit: bool, at: float | None, against: str | None, output: str,
@@ -190,8 +244,8 @@ def fit_or_against(rows, fit: bool, at: float | None, against: str | None, outpu
         valleys = plot_isoflop(fits, plot.with_name(f"{plot.stem}-isoflop.png"))
         drawn += [valleys] if valleys else []
     show_fit(fits.result, output)
-    if drawn and output == "table":
-        typer.echo(f"fits drawn in {', '.join(map(str, drawn))}")
+    if drawn:
+        typer.echo(f"fits drawn in {', '.join(map(str, drawn))}", err=True)
 
 
 def show_against(rows, key: str, output: str, plot: Path | None) -> None:
@@ -202,20 +256,20 @@ def show_against(rows, key: str, output: str, plot: Path | None) -> None:
     drawn = plot_against(result, plot) if plot is not None else None
     if output == "json":
         typer.echo(json.dumps(result, indent=2))
-        return
-    values = sorted({p[0] for line in result["lines"] for p in line["points"]})
-    table = Table(title=f"{result['metric']} against {key}", title_justify="left")
-    for name in ["line", *(f"{v:g}" for v in values)]:
-        table.add_column(name)
-    for line in result["lines"]:
-        by_value = {p[0]: p[1] for p in line["points"]}
-        table.add_row(line["name"], *(("*" if v == line["best"] else "") + f"{by_value[v]:.4f}"
-                                      if v in by_value else "-" for v in values))  # fmt: skip
-    show(table)
-    for text in findings(result):
-        typer.echo(text)
+    else:
+        values = sorted({p[0] for line in result["lines"] for p in line["points"]})
+        table = Table(title=f"{result['metric']} against {key}", title_justify="left")
+        for name in ["line", *(f"{v:g}" for v in values)]:
+            table.add_column(name)
+        for line in result["lines"]:
+            by_value = {p[0]: p[1] for p in line["points"]}
+            table.add_row(line["name"], *(("*" if v == line["best"] else "") + f"{by_value[v]:.4f}"
+                                          if v in by_value else "-" for v in values))  # fmt: skip
+        show(table)
+        for text in findings(result):
+            typer.echo(text)
     if drawn:
-        typer.echo(f"drawn in {drawn}")
+        typer.echo(f"drawn in {drawn}", err=True)
 
 
 def show_fit(result: dict, output: str) -> None:

@@ -276,16 +276,47 @@ def header(rows: list[Row], with_compute: bool = False) -> list[str]:
     return [*keys, *COLUMNS[:4], *interval, *COLUMNS[4:], *extra]
 
 
+# csv is read by spreadsheets and pandas: a number per cell, as it is, and no text around it.
+CSV_COLUMNS = {"mean ± std": ("mean", "std"), "95% CI of Δ": ("Δ 95% CI low", "Δ 95% CI high")}
+
+
+def csv_header(rows: list[Row], with_compute: bool = False) -> list[str]:
+    return [part for name in header(rows, with_compute) for part in CSV_COLUMNS.get(name, (name,))]
+
+
+def csv_cells(row: Row, with_compute: bool = False) -> list[object]:
+    """The table's cells as raw numbers: no thousands separators, the mean and its spread (and
+    the interval's ends) in cells of their own, an empty cell where there is no number."""
+    d = row.to_dict()
+    interval: list[object] = []
+    if row.baseline is not None:
+        ci = row.diff.ci95 if row.diff else None
+        verdict = "baseline" if row.name == row.baseline else (d["verdict"] or "no interval")
+        interval = [*(ci or (None, None)), verdict]
+    values = [*row.overrides.values(), d["params"], row.mean, row.std, d["n"], row.delta,
+             *interval, d["final_train_loss"], d["tokens_per_s"], d["wall_s"], d["status"]]
+    if with_compute:
+        values += [d["params_non_embedding"], d["train_tokens"], d["train_flops"]]
+    return [_csv_number(v) for v in values]
+
+
+def _csv_number(v: object) -> object:
+    """"" for no number; a whole number without ".0" (counts averaged over seeds are floats)."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    return int(v) if isinstance(v, float) and v.is_integer() and abs(v) < 2**53 else v
+
+
 def render(rows: list[Row], fmt: str, with_compute: bool = False) -> str:
     if fmt == "json":
         return json.dumps([r.to_dict() for r in rows], indent=2)
-    head, body = header(rows, with_compute), [cells(r, with_compute) for r in rows]
     if fmt == "csv":
         out = io.StringIO()
-        writer = csv.writer(out)
-        writer.writerow(head)
-        writer.writerows(body)
-        return out.getvalue()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(csv_header(rows, with_compute))
+        writer.writerows(csv_cells(row, with_compute) for row in rows)
+        return out.getvalue().removesuffix("\n")  # the caller ends the last line, as for md
+    head, body = header(rows, with_compute), [cells(r, with_compute) for r in rows]
     if fmt == "md":
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         lines += ["| " + " | ".join(row) + " |" for row in body]

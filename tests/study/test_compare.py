@@ -64,7 +64,13 @@ def test_formats(runs):
     assert records[0]["seeds"] == [1, 2] and records[0]["n"] == 2
     assert records[0]["status"] == "done" and records[0]["wall_s"] > 0
     table = list(csv.reader(io.StringIO(render(rows, "csv"))))
-    assert table[0][:3] == ["position", "params", "mean ± std"] and len(table) == 3
+    assert table[0][:5] == ["position", "params", "mean", "std", "n"] and len(table) == 3
+    # Raw numbers for a spreadsheet: no thousands separators, the mean and std apart.
+    first = dict(zip(table[0], table[1], strict=True))
+    assert int(first["params"]) == records[0]["params"] > 1000
+    assert float(first["mean"]) == pytest.approx(records[0]["mean"])
+    assert float(first["std"]) == pytest.approx(records[0]["std"])
+    assert float(first["tokens/s"]) == pytest.approx(records[0]["tokens_per_s"])
     md = render(rows, "md").splitlines()
     assert md[0].startswith("| position | params |") and md[1].startswith("|---|")
 
@@ -76,6 +82,36 @@ def test_plot_is_a_png_and_the_command_prints_a_table(runs, tmp_path):
     assert done.exit_code == 0, done.output
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 10_000
     assert "position=" not in done.output.splitlines()[0] and "rope" in done.output
+
+
+def test_with_a_plot_stdout_holds_only_the_format_asked_for(runs, tmp_path):
+    plot = tmp_path / "curves.png"
+    args = ["compare", *map(str, runs), "--plot", str(plot), "--baseline", "position=learned"]
+    done = CliRunner().invoke(app, [*args, "--format", "json"])
+    assert done.exit_code == 0, done.output
+    assert len(json.loads(done.stdout)) == 2 and done.stderr == f"curves drawn in {plot}\n"
+    text = CliRunner().invoke(app, [*args, "--format", "csv"]).stdout
+    # As pandas and spreadsheets read it: \n line ends, a header and a line per row, no blank.
+    assert "\r" not in text and text.endswith("\n") and not text.endswith("\n\n")
+    assert len(list(csv.reader(io.StringIO(text)))) == 3 and "drawn" not in text
+    md = CliRunner().invoke(app, [*args, "--format", "md"]).stdout
+    assert md.startswith("| position |") and "drawn" not in md
+
+
+def test_an_axis_without_the_curves_or_a_plot_that_is_no_png_is_one_line(runs, tmp_path):
+    text = tmp_path / "x.txt"
+    cases = {
+        ("--by", "tokens"): "--by tokens picks the x axis of the loss curves; give --plot FILE.png",
+        ("--plot", str(text)):
+            f"--plot {text}: give a file name ending in .png (the pictures are PNG)",
+        ("--fit", "--plot", str(tmp_path / "f.png"), "--by", "tokens"):
+            "--by is for the loss curves: --fit draws against training FLOPs and --against "
+            "against its key",
+    }  # fmt: skip
+    for extra, message in cases.items():
+        done = CliRunner().invoke(app, ["compare", *map(str, runs), *extra])
+        assert (done.exit_code, done.output) == (2, f"error: {message}\n")
+    assert not text.exists() and not (tmp_path / "f.png").exists()
 
 
 def test_runs_on_different_data_are_refused_unless_by_bits_per_byte(runs, tmp_path):
@@ -161,10 +197,12 @@ def test_rows_against_a_baseline_carry_welch_intervals_and_verdicts(runs):
     assert low <= rope["delta"] <= high
     assert rope["verdict"] == ("better" if high < 0 else "worse" if low > 0 else "within noise")
     table = list(csv.reader(io.StringIO(render(rows, "csv"))))
-    assert table[0][:6] == ["position", "params", "mean ± std", "n", "Δ", "95% CI of Δ"]
-    assert table[0][6] == "verdict"
+    assert table[0][:9] == ["position", "params", "mean", "std", "n", "Δ", "Δ 95% CI low",
+                            "Δ 95% CI high", "verdict"]  # fmt: skip
     by_name = {line[0]: line for line in table[1:]}
-    assert by_name["learned"][6] == "baseline" and by_name["rope"][6] == rope["verdict"]
+    assert by_name["learned"][6:9] == ["", "", "baseline"] and float(by_name["learned"][5]) == 0
+    assert [float(v) for v in by_name["rope"][6:8]] == pytest.approx(rope["ci95"])
+    assert by_name["rope"][8] == rope["verdict"]
     assert "| 95% CI of Δ | verdict |" in render(rows, "md").splitlines()[0]
     undecided = [line for line in notes(rows) if "within noise" in line]
     assert bool(undecided) == (rope["verdict"] == "within noise")

@@ -94,7 +94,8 @@ def test_ctrl_c_stops_every_child_with_a_checkpoint_and_says_how_to_continue(tmp
     sweep.send_signal(signal.SIGINT)
     _, err = sweep.communicate(timeout=60)
     assert sweep.returncode == 130, err
-    assert "Continue with:" in err and "sweep" in err.split("Continue with:")[1]
+    # `python -m gptcli` started it; the user types gptcli, and --jobs 2 again.
+    assert f"Continue with: gptcli sweep --config {config} " in err and "--jobs 2" in err
     assert set(statuses(out).values()) == {"interrupted"}
     for name in ("position=rope", "position=alibi"):
         step = finished_step(out / name)  # each child saved where it stopped
@@ -220,3 +221,44 @@ def test_compare_fits_a_scaling_law_over_sizes_and_budgets(tmp_path, char_data):
     few = runner.invoke(app, ["compare", *runs, "--fit"])
     assert few.exit_code == 2 and "at least 4 runs at 3 or more compute budgets" in few.output
     assert len(few.output.strip().splitlines()) == 1
+
+
+def _no_training(monkeypatch, code: int = 0) -> list[str]:
+    """Sweep.run stands in for the trainings and says it was called; the sweeps below test what
+    the command prints around them."""
+    called: list[str] = []
+
+    def run(self, on_update=lambda states: None):
+        called.append("run")
+        return code
+
+    monkeypatch.setattr(Sweep, "run", run)
+    return called
+
+
+def test_jobs_0_is_refused_as_a_negative_count_is(tmp_path, char_data, monkeypatch):
+    called = _no_training(monkeypatch)
+    args = ["sweep", "--config", str(base_config(tmp_path, char_data)), "--vary",
+            "model.position=rope", "--out", str(tmp_path / "s")]  # fmt: skip
+    for jobs in ("0", "-1"):
+        done = runner.invoke(app, [*args, "--jobs", jobs])
+        assert done.exit_code == 2 and not called
+        assert done.output == f"error: --jobs must be at least 1, got {jobs}\n"
+    assert runner.invoke(app, args).exit_code == 0 and called  # left out: the default, 1
+
+
+def test_the_table_into_a_pipe_ends_its_line_and_ctrl_c_says_the_gptcli_command(
+        tmp_path, char_data, monkeypatch):  # fmt: skip
+    _no_training(monkeypatch, code=130)
+    config, out = base_config(tmp_path, char_data), tmp_path / "s"
+    args = ["sweep", "--config", str(config), "--vary", "model.position=rope,alibi", "--set",
+            "train.max_iters=7", "--jobs", "2", "--out", str(out)]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", ["/somewhere/gptcli/__main__.py", *args])  # python -m
+    done = runner.invoke(app, args)
+    assert done.exit_code == 130
+    last = done.stdout.splitlines()[-1]
+    assert done.stdout.endswith("\n") and last.startswith("└") and last.endswith("┘")
+    assert "position=alibi" in done.stdout and "pending" in done.stdout
+    again = done.stderr.split("Continue with: ")[1].strip()
+    assert again == (f"gptcli sweep --config {config} --vary model.position=rope,alibi --set "
+                     f"train.max_iters=7 --jobs 2 --out {out}")  # fmt: skip

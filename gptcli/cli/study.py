@@ -193,6 +193,9 @@ def compare(
         if output not in ("table", "md", "csv", "json"):
             raise GptcliError(f"--format must be table, md, csv or json, got {output!r}")
         by = _plot_axis(plot, by, fit or against is not None)
+        if (fit or against is not None) and output in ("md", "csv"):
+            raise GptcliError(f"--format {output} is for the runs' rows; --fit and --against "
+                              "print a table or json")  # fmt: skip
         rows = run_compare(paths, metric, baseline)
         if fit or against is not None:
             fit_or_against(rows, fit, at, against, output, plot)

@@ -107,6 +107,10 @@ def test_an_axis_without_the_curves_or_a_plot_that_is_no_png_is_one_line(runs, t
         ("--fit", "--plot", str(tmp_path / "f.png"), "--by", "tokens"):
             "--by is for the loss curves: --fit draws against training FLOPs and --against "
             "against its key",
+        ("--fit", "--format", "csv"):
+            "--format csv is for the runs' rows; --fit and --against print a table or json",
+        ("--against", "model.n_embd", "--format", "md"):
+            "--format md is for the runs' rows; --fit and --against print a table or json",
     }  # fmt: skip
     for extra, message in cases.items():
         done = CliRunner().invoke(app, ["compare", *map(str, runs), *extra])

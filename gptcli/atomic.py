@@ -84,7 +84,10 @@ def check_replace(
     if not out_dir.is_dir():
         kind = "a file, not a directory" if out_dir.is_file() else "not a directory"
         raise GptcliError(f"{label} {out_dir} is {kind}; {instead}")
-    entries = sorted(p.name for p in out_dir.iterdir())
+    try:
+        entries = sorted(p.name for p in out_dir.iterdir())
+    except OSError as exc:
+        raise GptcliError(f"{label} {out_dir}: cannot read it ({exc.strerror})") from None
     if entries and (why := why_not_ours(out_dir)) is not None:
         held = _names(entries)
         raise GptcliError(f"{label} {out_dir} holds {held}, not {what} ({why}); {instead}")

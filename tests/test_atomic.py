@@ -1,8 +1,10 @@
 import os
+from pathlib import Path
 
 import pytest
 
 from gptcli import atomic
+from gptcli.errors import GptcliError
 
 
 def test_new_dir_replaces_whole_or_not_at_all(tmp_path):
@@ -58,3 +60,16 @@ def test_written_files_and_directories_get_the_modes_the_umask_gives(tmp_path, m
     # umask.
     assert (tmp_path / "a.bin").stat().st_mode & 0o777 == file_mode
     assert (tmp_path / "d").stat().st_mode & 0o777 == dir_mode
+
+
+def test_an_out_dir_that_cannot_be_read_is_one_line(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def unreadable(self):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(Path, "iterdir", unreadable)
+    with pytest.raises(GptcliError, match=r"^--out .*out: cannot read it \(Permission denied\)$"):
+        atomic.check_replace(out, True, label="--out", what="a dataset",
+                             why_not_ours=lambda p: None)  # fmt: skip

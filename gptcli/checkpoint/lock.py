@@ -87,9 +87,14 @@ def _first_missing(directory: Path) -> Path | None:
     """The outermost of directory and its parents that does not exist yet."""
     missing = None
     for path in (directory, *directory.parents):
-        if path.exists():
-            return missing
-        missing = path
+        try:
+            os.stat(path)
+        except FileNotFoundError:
+            missing = path
+            continue
+        except OSError:
+            pass  # cannot tell (no permission): taken as there, so never removed
+        return missing
     return missing
 
 
@@ -110,26 +115,41 @@ def _unmake(directory: Path, made: Path) -> None:
 
 def _acquire(directory: Path, advice: str) -> int:
     path = directory / LOCK_FILE
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    except OSError as exc:
-        raise GptcliError(
-            f"cannot write in {directory} ({exc.strerror}); pick a directory you can write to"
-        ) from None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    while True:
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as exc:
+            raise GptcliError(
+                f"cannot write in {directory} ({exc.strerror}); pick a directory you can write to"
+            ) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise DirectoryBusy(directory, _describe(path), advice) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        if _same_file(fd, path):
+            break
+        # A refused run removed the lock file (and its directory) between our open and our
+        # flock: the lock we hold is on a file nobody else will open. Start again.
         os.close(fd)
-        raise DirectoryBusy(directory, _describe(path), advice) from None
-    except BaseException:
-        os.close(fd)
-        raise
     # The holder's name, for whoever is refused; written in place (the lock is on this inode,
     # so the file must not be replaced).
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()} {_command()}\n".encode(), 0)
     return fd
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        now = os.stat(path)
+    except OSError:
+        return False
+    held = os.fstat(fd)
+    return (held.st_dev, held.st_ino) == (now.st_dev, now.st_ino)
 
 
 def _describe(path: Path) -> str:

@@ -38,7 +38,8 @@ class OneLineErrors(TyperGroup):
         except typer.Abort:
             typer.echo("aborted", err=True)
             sys.exit(1)
-        # A command that ends with typer.Exit(n) returns n; one that returns returns None.
+        # typer.Exit(n) comes back as n. gptcli's commands return None, and must: Click would
+        # hand any other return value back here as if it were an exit code.
         sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -158,8 +158,15 @@ def train(
         show(table("done", _summary(result)))
         if resume and result.steps == 0:
             typer.echo(f"note: the run was already at step {result.step}, its train.max_iters; "
-                       "nothing was trained (raise it with --set train.max_iters=N to go on)",
-                       err=True)  # fmt: skip
+                       f"nothing was trained (raise {_length_key(cfg)} to go on)", err=True)
+
+
+def _length_key(cfg) -> str:
+    """The key that decides the run's length: max_iters itself, unless a budget decides it."""
+    for key in ("flops_budget", "tokens_per_param"):
+        if getattr(cfg.train, key, None) is not None:
+            return f"train.{key}"
+    return "train.max_iters"
 
 
 def _resume_command(config, set_, device, out, tensorboard: bool, distributed: bool) -> str:

@@ -124,8 +124,10 @@ def convert(hf_dir: str | Path, out_dir: str | Path, force: bool = False) -> Pat
     export is read through its gptcli.json, bit for bit; any other directory through its
     config.json, weights and tokenizer files."""
     hf_dir, out_dir = Path(hf_dir), Path(out_dir)
-    if out_dir.exists() and out_dir.resolve() == hf_dir.resolve():
-        raise GptcliError("the output directory must not be the Hugging Face directory itself")
+    a, b = hf_dir.resolve(), out_dir.resolve()
+    if a == b or a in b.parents or b in a.parents:  # replacing OUT_DIR would delete the input
+        raise GptcliError(f"OUT_DIR {out_dir} and the Hugging Face directory {hf_dir} overlap; "
+                          "write the checkpoint somewhere else")  # fmt: skip
     atomic.check_replace(
         out_dir, force, label="OUT_DIR", what="a checkpoint convert wrote",
         why_not_ours=_not_converted,

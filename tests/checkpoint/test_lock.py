@@ -168,3 +168,32 @@ def test_a_run_refused_before_it_wrote_anything_leaves_no_directory(tmp_path, ch
         done = runner.invoke(app, ["train", "--config", str(config), *map(str, args)])
         assert done.exit_code == 2, done.output
     assert not (tmp_path / "out").exists()
+
+
+def test_a_parent_that_cannot_be_looked_at_is_never_unmade(tmp_path, monkeypatch):
+    # stat raising EACCES (not root, a 0700 parent) means "cannot tell": taken as there.
+    real = os.stat
+
+    def stat(path, *args, **kwargs):
+        if str(path) == str(tmp_path / "secret"):
+            raise PermissionError(13, "Permission denied")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(lock.os, "stat", stat)
+    assert lock._first_missing(tmp_path / "secret" / "run") == tmp_path / "secret" / "run"
+    assert lock._first_missing(tmp_path / "secret") is None
+
+
+def test_a_lock_on_a_file_removed_meanwhile_is_not_held(tmp_path):
+    # A refused run may remove its lock file between another's open and flock: that flock is
+    # on a file nobody else opens, so _acquire starts again.
+    path = tmp_path / lock.LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT)
+    try:
+        assert lock._same_file(fd, path)
+        path.unlink()
+        assert not lock._same_file(fd, path)
+        path.touch()
+        assert not lock._same_file(fd, path)
+    finally:
+        os.close(fd)

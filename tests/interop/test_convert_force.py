@@ -134,3 +134,17 @@ def test_an_empty_directory_needs_force_as_before(tmp_path, source):
     one_error_line(invoke("convert", source, out), "already exists", "pass --force")
     assert invoke("convert", source, out, "--force").exit_code == 0
     assert checkpoint.load(out).step == 0
+
+
+def test_an_out_dir_around_or_inside_the_source_is_refused(source, tmp_path):
+    # An earlier convert's OUT_DIR with the download kept inside it: --force would delete it.
+    earlier = tmp_path / "ckpt"
+    convert(source, earlier)
+    inside = earlier / "hf"
+    inside.mkdir()
+    for f in source.iterdir():
+        (inside / f.name).write_bytes(f.read_bytes())
+    before = snapshot(earlier)
+    one_error_line(invoke("convert", inside, earlier, "--force"), "overlap")
+    one_error_line(invoke("convert", source, source / "sub"), "overlap")
+    assert snapshot(earlier) == before and not (source / "sub").exists()

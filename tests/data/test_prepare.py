@@ -17,6 +17,7 @@ from gptcli.data.prepare import prepare
 from gptcli.data.tokenizers import tokenizer_from_spec
 from gptcli.errors import GptcliError
 
+from ..cli_checks import invoke, one_error_line
 from ..conftest import REPO, make_text, needs_gpt2
 
 
@@ -169,21 +170,6 @@ def test_packaged_corpora_are_package_data():
 
 
 # --- bpe, streaming and bad input through the command line ---------------------------------
-
-runner = CliRunner()
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def one_error_line(result, *needles):
-    assert result.exit_code == 2, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-
 
 def test_bpe_prepare_train_sample_from_the_checkpoint_alone(tmp_path):
     corpus = tmp_path / "corpus.txt"

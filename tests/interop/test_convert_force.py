@@ -5,40 +5,18 @@ byte for byte. The source is a gptcli export, which convert reads without transf
 import json
 
 import pytest
-from typer.testing import CliRunner
 
 from gptcli import checkpoint
-from gptcli.cli import app
 from gptcli.errors import GptcliError
 from gptcli.interop.export import export
 from gptcli.interop.hf import convert
 from gptcli.training.loop import train
 
+from ..cli_checks import invoke, one_error_line, snapshot
 from ..conftest import tiny_config
 from ..helpers import save_checkpoint, tokenizer_spec
 
-runner = CliRunner()
 CONVERTED_FILE = "converted.json"  # convert's mark (gptcli.interop.hf.CONVERTED_FILE)
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def one_error_line(result, *needles):
-    assert result.exit_code == 2, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-
-
-def snapshot(path):
-    """Every file and directory under path (path itself included), with each file's bytes."""
-    if path.is_file():
-        return {".": path.read_bytes()}
-    return {p.relative_to(path).as_posix(): p.read_bytes() if p.is_file() else None
-            for p in sorted(path.rglob("*"))}  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -22,12 +22,9 @@ def prepare(
         help="A file or a directory of them: text, JSON Lines (.jsonl), either gzipped (.gz), "
         "or Parquet (.parquet).",
     ),
-    dataset: str | None = typer.Option(
-        None, help="A named corpus shipped with gptcli: shakespeare."
-    ),
+    dataset: str | None = typer.Option(None, help="A corpus shipped with gptcli: shakespeare."),
     text_field: str = typer.Option(
-        "text", help="JSON Lines: the field that holds the text; Parquet: the column."
-    ),
+        "text", help="JSON Lines: the field that holds the text; Parquet: the column."),
     tokenizer: str = typer.Option("gpt2", help="gpt2 | char | bpe"),
     vocab_size: int | None = typer.Option(
         None, help="bpe: the vocabulary size, <|endoftext|> included (e.g. 4096)."

@@ -51,8 +51,7 @@ def sweep(
             raise GptcliError(f"--jobs must be at least 1, got {jobs}")
         spec = _grid_spec(config, vary, seeds, set_, grid, out)
         launcher = _launcher(spec, backend, jobs, address, cpus_per_run)
-        # Validates every run before anything is written.
-        runner = Sweep(spec, 1 if jobs is None else jobs, launcher)
+        runner = Sweep(spec, jobs or 1, launcher)  # checks every run before writing anything
         # At once, before the live table: a second sweep of one directory is refused.
         with contextlib.ExitStack() as refused:  # lets go of Ray and the lock on a refusal
             refused.callback(runner.launcher.close)

@@ -156,17 +156,18 @@ def train(
         raise typer.Exit(128 + result.interrupted)
     if processes.is_main:
         show(table("done", _summary(result)))
-        if resume and result.steps == 0:
-            typer.echo(f"note: the run was already at step {result.step}, its train.max_iters; "
-                       f"nothing was trained (raise {_length_key(cfg)} to go on)", err=True)
+        _say_if_nothing_was_trained(result, cfg, resume)
 
 
-def _length_key(cfg) -> str:
-    """The key that decides the run's length: max_iters itself, unless a budget decides it."""
-    for key in ("flops_budget", "tokens_per_param"):
-        if getattr(cfg.train, key, None) is not None:
-            return f"train.{key}"
-    return "train.max_iters"
+def _say_if_nothing_was_trained(result, cfg, resume: bool) -> None:
+    """A resumed run that was already finished: which key to raise (a budget decides the
+    length where one is set, and then max_iters cannot be set)."""
+    if not resume or result.steps:
+        return
+    key = next((f"train.{k}" for k in ("flops_budget", "tokens_per_param")
+                if getattr(cfg.train, k, None) is not None), "train.max_iters")  # fmt: skip
+    typer.echo(f"note: the run was already at step {result.step}, its train.max_iters; nothing "
+               f"was trained (raise {key} to go on)", err=True)  # fmt: skip
 
 
 def _resume_command(config, set_, device, out, tensorboard: bool, distributed: bool) -> str:

@@ -203,6 +203,7 @@ def test_rows_against_a_baseline_carry_welch_intervals_and_verdicts(runs):
     table = list(csv.reader(io.StringIO(render(rows, "csv"))))
     assert table[0][:9] == ["position", "params", "mean", "std", "n", "Δ", "Δ 95% CI low",
                             "Δ 95% CI high", "verdict"]  # fmt: skip
+    assert all(len(line) == len(table[0]) for line in table)  # cells and header built apart
     by_name = {line[0]: line for line in table[1:]}
     assert by_name["learned"][6:9] == ["", "", "baseline"] and float(by_name["learned"][5]) == 0
     assert [float(v) for v in by_name["rope"][6:8]] == pytest.approx(rope["ci95"])
